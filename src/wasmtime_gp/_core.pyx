@@ -1,0 +1,541 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Native core of wasmtime-gp: the C API table, the sampler, the ticker thread.
+
+Nothing here is public. `profiler.py` owns validation and the user-facing state
+machine; this module owns native memory and threads, and never takes the GIL on
+the path from a tick to a sample.
+"""
+
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from libc.stdint cimport uint64_t, int64_t
+from libc.stdlib cimport calloc, free
+from libc.string cimport memset
+from libc.signal cimport signal, SIGABRT, SIGKILL
+from posix.resource cimport rlimit, setrlimit, RLIMIT_CORE
+from posix.signal cimport sigset_t, sigfillset, kill, SIG_SETMASK
+from posix.time cimport timespec, clock_gettime, CLOCK_MONOTONIC, CLOCK_THREAD_CPUTIME_ID
+from posix.unistd cimport fork, pipe, dup2, close, read, _exit
+from posix.types cimport pid_t
+from posix.wait cimport waitpid, WIFEXITED, WEXITSTATUS, WIFSIGNALED, WTERMSIG, WNOHANG
+from posix.dlfcn cimport dlsym
+
+from wasmtime_gp._wasmtime_capi cimport *
+from wasmtime_gp._posix cimport *
+
+from libc.errno cimport errno, EINTR, ETIMEDOUT
+
+# Far enough that a detached store never hits it again: 2**48 ticks is 89 years at 100 kHz.
+cdef uint64_t FAR_DEADLINE_TICKS = 1ULL << 48
+# How long the probe child may take before we give up on it.
+cdef int PROBE_TIMEOUT_MS = 10000
+cdef int PROBE_ABORT_STATUS = 70
+
+
+# ---------------------------------------------------------------- C API table
+
+cdef struct CApi:
+    wasmtime_guestprofiler_new_v19_fn guestprofiler_new_v19
+    wasmtime_guestprofiler_new_v40_fn guestprofiler_new_v40
+    wasmtime_guestprofiler_sample_fn guestprofiler_sample
+    wasmtime_guestprofiler_finish_fn guestprofiler_finish
+    wasmtime_guestprofiler_delete_fn guestprofiler_delete
+    wasmtime_store_epoch_deadline_callback_set_fn store_epoch_deadline_callback
+    wasmtime_context_set_epoch_deadline_fn context_set_epoch_deadline
+    wasmtime_engine_increment_epoch_fn engine_increment_epoch
+    wasmtime_engine_clone_fn engine_clone
+    wasm_engine_delete_fn engine_delete
+    wasm_byte_vec_delete_fn byte_vec_delete
+    wasmtime_error_message_fn error_message
+    wasmtime_error_delete_fn error_delete
+
+cdef CApi api
+cdef bint api_bound = False
+cdef bint new_takes_engine = False
+
+# The symbols every supported release exports, in CApi order (the new variant is chosen by ABI).
+_REQUIRED_SYMBOLS = (
+    "wasmtime_guestprofiler_new",
+    "wasmtime_guestprofiler_sample",
+    "wasmtime_guestprofiler_finish",
+    "wasmtime_guestprofiler_delete",
+    "wasmtime_store_epoch_deadline_callback",
+    "wasmtime_context_set_epoch_deadline",
+    "wasmtime_engine_increment_epoch",
+    "wasm_engine_delete",
+    "wasm_byte_vec_delete",
+    "wasmtime_error_message",
+    "wasmtime_error_delete",
+)
+
+
+cdef void *_resolve(void *handle, str name, list missing):
+    cdef bytes cname = name.encode("ascii")
+    cdef void *p = dlsym(handle, cname)
+    if p == NULL:
+        missing.append(name)
+    return p
+
+
+def bind(size_t library_handle, bint engine_first) -> list:
+    """Resolve the C API from wasmtime-py's own library handle; return the names not found.
+
+    Called once, at import, with the GIL held.
+    """
+    global api_bound, new_takes_engine
+    cdef void *h = <void *>library_handle
+    cdef list missing = []
+    cdef void *new_fn = _resolve(h, "wasmtime_guestprofiler_new", missing)
+    api.guestprofiler_sample = <wasmtime_guestprofiler_sample_fn>_resolve(h, "wasmtime_guestprofiler_sample", missing)
+    api.guestprofiler_finish = <wasmtime_guestprofiler_finish_fn>_resolve(h, "wasmtime_guestprofiler_finish", missing)
+    api.guestprofiler_delete = <wasmtime_guestprofiler_delete_fn>_resolve(h, "wasmtime_guestprofiler_delete", missing)
+    api.store_epoch_deadline_callback = <wasmtime_store_epoch_deadline_callback_set_fn>_resolve(
+        h, "wasmtime_store_epoch_deadline_callback", missing)
+    api.context_set_epoch_deadline = <wasmtime_context_set_epoch_deadline_fn>_resolve(
+        h, "wasmtime_context_set_epoch_deadline", missing)
+    api.engine_increment_epoch = <wasmtime_engine_increment_epoch_fn>_resolve(
+        h, "wasmtime_engine_increment_epoch", missing)
+    api.engine_delete = <wasm_engine_delete_fn>_resolve(h, "wasm_engine_delete", missing)
+    api.byte_vec_delete = <wasm_byte_vec_delete_fn>_resolve(h, "wasm_byte_vec_delete", missing)
+    api.error_message = <wasmtime_error_message_fn>_resolve(h, "wasmtime_error_message", missing)
+    api.error_delete = <wasmtime_error_delete_fn>_resolve(h, "wasmtime_error_delete", missing)
+    # Optional (Wasmtime >= 24): without it the ticker borrows wasmtime-py's engine pointer.
+    api.engine_clone = <wasmtime_engine_clone_fn>dlsym(h, b"wasmtime_engine_clone")
+    new_takes_engine = engine_first
+    if engine_first:
+        api.guestprofiler_new_v40 = <wasmtime_guestprofiler_new_v40_fn>new_fn
+    else:
+        api.guestprofiler_new_v19 = <wasmtime_guestprofiler_new_v19_fn>new_fn
+    api_bound = not missing
+    return missing
+
+
+def can_clone_engine() -> bool:
+    return api.engine_clone != NULL
+
+
+cdef str take_error_message(wasmtime_error_t *error):
+    """The one door for a wasmtime_error_t: read its message and free it (GIL held)."""
+    cdef wasm_name_t message
+    memset(&message, 0, sizeof(message))
+    api.error_message(error, &message)
+    text = PyBytes_FromStringAndSize(<char *>message.data, message.size).decode("utf-8", "replace")
+    api.byte_vec_delete(&message)
+    api.error_delete(error)
+    return text
+
+
+# ---------------------------------------------------------------- arguments of wasmtime_guestprofiler_new
+
+cdef class _NewArgs:
+    """The C arrays for wasmtime_guestprofiler_new, kept alive with the bytes they point into."""
+    cdef wasm_name_t process_name
+    cdef wasm_name_t *names
+    cdef wasmtime_guestprofiler_modules_t *modules
+    cdef size_t count
+    cdef const wasm_engine_t *engine
+    cdef uint64_t interval_ns
+    cdef list _keep
+
+    def __cinit__(self, size_t engine_ptr, bytes process_name, uint64_t interval_ns, list modules):
+        cdef size_t i
+        cdef bytes name
+        self._keep = [process_name]
+        self.engine = <const wasm_engine_t *>engine_ptr
+        self.interval_ns = interval_ns
+        self.process_name.size = len(process_name)
+        self.process_name.data = <unsigned char *><char *>process_name
+        self.count = len(modules)
+        self.names = <wasm_name_t *>calloc(self.count + 1, sizeof(wasm_name_t))
+        self.modules = <wasmtime_guestprofiler_modules_t *>calloc(
+            self.count + 1, sizeof(wasmtime_guestprofiler_modules_t))
+        if self.names == NULL or self.modules == NULL:
+            raise MemoryError()
+        for i in range(self.count):
+            name, module_ptr = modules[i]
+            self._keep.append(name)
+            self.names[i].size = len(name)
+            self.names[i].data = <unsigned char *><char *>name
+            self.modules[i].name = &self.names[i]
+            self.modules[i].mod = <const wasmtime_module_t *><size_t>module_ptr
+
+    def __dealloc__(self):
+        free(self.names)
+        free(self.modules)
+
+    cdef wasmtime_guestprofiler_t *call_new(self) noexcept nogil:
+        if new_takes_engine:
+            return api.guestprofiler_new_v40(
+                self.engine, &self.process_name, self.interval_ns, self.modules, self.count)
+        return api.guestprofiler_new_v19(&self.process_name, self.interval_ns, self.modules, self.count)
+
+
+cdef void _exit_on_abort(int signum) noexcept nogil:
+    _exit(PROBE_ABORT_STATUS)
+
+
+def probe_new(size_t engine_ptr, bytes process_name, uint64_t interval_ns, list modules):
+    """Call wasmtime_guestprofiler_new in a forked child; return (accepted, what the child printed).
+
+    Wasmtime panics (aborting the process) on inputs it rejects, such as a module of
+    another engine; the child takes that abort instead of the caller. The child runs
+    only C code and leaves with _exit. Called with the GIL held; waits without it.
+    """
+    cdef _NewArgs args = _NewArgs(engine_ptr, process_name, interval_ns, modules)
+    cdef int fds[2]
+    cdef pid_t pid
+    cdef rlimit no_core
+    if pipe(fds) != 0:
+        raise OSError("pipe() failed for the wasmtime probe")
+    pid = fork()
+    if pid == 0:
+        # Child: no core file, the panic text into our pipe, and out without running any handler.
+        close(fds[0])
+        no_core.rlim_cur = 0
+        no_core.rlim_max = 0
+        setrlimit(RLIMIT_CORE, &no_core)
+        signal(SIGABRT, _exit_on_abort)
+        dup2(fds[1], 2)
+        api.guestprofiler_delete(args.call_new())
+        _exit(0)
+    close(fds[1])
+    if pid < 0:
+        close(fds[0])
+        raise OSError("fork() failed for the wasmtime probe")
+    cdef char buf[4096]
+    cdef char overflow[512]
+    cdef size_t got = 0
+    cdef ssize_t n
+    cdef int status = 0
+    cdef int waited_ms = 0
+    cdef pollfd pfd
+    cdef bint timed_out = False
+    with nogil:
+        pfd.fd = fds[0]
+        pfd.events = POLLIN
+        while True:
+            if poll(&pfd, 1, 100) == 0:
+                waited_ms += 100
+                if waited_ms >= PROBE_TIMEOUT_MS:
+                    timed_out = True
+                    kill(pid, SIGKILL)
+                    break
+                continue
+            # Keep the first 4 KiB; drain the rest so the child never blocks on a full pipe.
+            if got < sizeof(buf):
+                n = read(fds[0], buf + got, sizeof(buf) - got)
+            else:
+                n = read(fds[0], overflow, sizeof(overflow))
+            if n == 0:
+                break
+            if n < 0:
+                if errno == EINTR:
+                    continue
+                break
+            if got < sizeof(buf):
+                got += n
+        close(fds[0])
+        waitpid(pid, &status, 0)
+    text = PyBytes_FromStringAndSize(buf, got).decode("utf-8", "replace")
+    if timed_out:
+        return None, text
+    return WIFEXITED(status) and WEXITSTATUS(status) == 0, text
+
+
+# ---------------------------------------------------------------- the sampler (hot path)
+
+cdef struct Sampler:
+    pthread_mutex_t lock
+    int refs                               # the NativeProfiler, and the store while our callback is set
+    wasmtime_guestprofiler_t *profiler     # NULL once finished or dropped
+    wasmtime_store_t *store                # NULL once the store has dropped our callback
+    bint sampling                          # between start() and stop()
+    uint64_t samples
+    uint64_t cpu_ns_total                  # sum of the CPU deltas given to wasmtime
+    pthread_t last_thread
+    int64_t last_cpu_ns
+    bint have_last
+
+
+cdef inline int64_t thread_cpu_ns() noexcept nogil:
+    cdef timespec ts
+    if clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0:
+        return -1
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
+cdef wasmtime_error_t *on_epoch_deadline(
+        wasmtime_context_t *context, void *data, uint64_t *epoch_deadline_delta,
+        wasmtime_update_deadline_kind_t *update_kind) noexcept nogil:
+    """Wasmtime calls this on the guest's thread when the store crosses its epoch deadline. No GIL."""
+    cdef Sampler *s = <Sampler *>data
+    cdef int64_t now
+    cdef uint64_t delta = 0
+    cdef pthread_t me = pthread_self()
+    pthread_mutex_lock(&s.lock)
+    if s.profiler != NULL and s.sampling and s.store != NULL:
+        now = thread_cpu_ns()
+        # A CPU delta is only meaningful against a reading taken on this same thread.
+        if s.have_last and pthread_equal(s.last_thread, me) and now >= s.last_cpu_ns:
+            delta = <uint64_t>(now - s.last_cpu_ns)
+        s.last_thread = me
+        s.last_cpu_ns = now
+        s.have_last = now >= 0
+        api.guestprofiler_sample(s.profiler, s.store, delta)
+        s.samples += 1
+        s.cpu_ns_total += delta
+        epoch_deadline_delta[0] = 1
+    elif s.profiler != NULL:
+        # Stopped but not finished: stay one tick ahead so start() resumes without touching the store.
+        epoch_deadline_delta[0] = 1
+    else:
+        epoch_deadline_delta[0] = FAR_DEADLINE_TICKS
+    pthread_mutex_unlock(&s.lock)
+    update_kind[0] = WASMTIME_UPDATE_DEADLINE_CONTINUE
+    return NULL
+
+
+cdef void sampler_release(Sampler *s) noexcept nogil:
+    """Drop one reference; the last one frees the sampler. Any thread, no GIL."""
+    cdef int refs
+    cdef wasmtime_guestprofiler_t *orphan = NULL
+    pthread_mutex_lock(&s.lock)
+    s.refs -= 1
+    refs = s.refs
+    if refs == 0:
+        orphan = s.profiler
+        s.profiler = NULL
+    pthread_mutex_unlock(&s.lock)
+    if refs == 0:
+        if orphan != NULL:
+            api.guestprofiler_delete(orphan)
+        pthread_mutex_destroy(&s.lock)
+        free(s)
+
+
+cdef void on_callback_dropped(void *data) noexcept nogil:
+    """Wasmtime calls this when the store is deleted or our callback is replaced. No GIL."""
+    cdef Sampler *s = <Sampler *>data
+    pthread_mutex_lock(&s.lock)
+    s.store = NULL
+    s.sampling = False
+    pthread_mutex_unlock(&s.lock)
+    sampler_release(s)
+
+
+# ---------------------------------------------------------------- the ticker thread
+
+cdef struct Ticker:
+    pthread_mutex_t lock
+    pthread_cond_t wake
+    bint stop_requested
+    wasm_engine_t *engine
+    uint64_t interval_ns
+    uint64_t ticks
+    pthread_t thread
+
+
+cdef inline void add_ns(timespec *t, uint64_t ns) noexcept nogil:
+    cdef uint64_t total = <uint64_t>t.tv_nsec + ns
+    t.tv_sec += total // 1000000000
+    t.tv_nsec = total % 1000000000
+
+
+cdef inline bint before(const timespec *a, const timespec *b) noexcept nogil:
+    return a.tv_sec < b.tv_sec or (a.tv_sec == b.tv_sec and a.tv_nsec < b.tv_nsec)
+
+
+cdef void *ticker_main(void *arg) noexcept nogil:
+    """The ticker thread: advance the engine's epoch at absolute CLOCK_MONOTONIC deadlines. No GIL."""
+    cdef Ticker *t = <Ticker *>arg
+    cdef timespec next_tick, now, late
+    cdef int rc
+    # The default 50 us timer slack would swallow intervals below about 100 us.
+    prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0)
+    clock_gettime(CLOCK_MONOTONIC, &next_tick)
+    pthread_mutex_lock(&t.lock)
+    while not t.stop_requested:
+        add_ns(&next_tick, t.interval_ns)
+        rc = pthread_cond_timedwait(&t.wake, &t.lock, &next_tick)
+        if t.stop_requested:
+            break
+        if rc != ETIMEDOUT:
+            continue
+        api.engine_increment_epoch(t.engine)
+        t.ticks += 1
+        # After a stall (suspend, overload) skip the missed ticks instead of bursting them.
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        late = next_tick
+        add_ns(&late, t.interval_ns)
+        if before(&late, &now):
+            next_tick = now
+    pthread_mutex_unlock(&t.lock)
+    return NULL
+
+
+# ---------------------------------------------------------------- the Python-facing native profiler
+
+cdef class NativeProfiler:
+    """One wasmtime guest profiler attached to one store, with its ticker. Methods hold the GIL."""
+    cdef Sampler *sampler
+    cdef Ticker *ticker
+    cdef bint ticker_running
+    cdef bint owns_engine
+    cdef wasm_engine_t *engine
+
+    def __cinit__(self, size_t engine_ptr, size_t store_ptr, bytes process_name,
+                  uint64_t interval_ns, list modules):
+        if not api_bound:
+            raise RuntimeError("the wasmtime C API is not bound")
+        cdef _NewArgs args = _NewArgs(engine_ptr, process_name, interval_ns, modules)
+        cdef pthread_condattr_t attr
+        self.sampler = <Sampler *>calloc(1, sizeof(Sampler))
+        self.ticker = <Ticker *>calloc(1, sizeof(Ticker))
+        if self.sampler == NULL or self.ticker == NULL:
+            free(self.sampler)
+            free(self.ticker)
+            self.sampler = NULL
+            self.ticker = NULL
+            raise MemoryError()
+        pthread_mutex_init(&self.sampler.lock, NULL)
+        self.sampler.refs = 1
+        self.sampler.store = <wasmtime_store_t *>store_ptr
+        with nogil:
+            self.sampler.profiler = args.call_new()
+
+        pthread_mutex_init(&self.ticker.lock, NULL)
+        pthread_condattr_init(&attr)
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)
+        pthread_cond_init(&self.ticker.wake, &attr)
+        pthread_condattr_destroy(&attr)
+        self.ticker.interval_ns = interval_ns
+        # Our own reference keeps the engine alive even if wasmtime-py's Engine is closed.
+        if api.engine_clone != NULL:
+            self.engine = api.engine_clone(<const wasm_engine_t *>engine_ptr)
+            self.owns_engine = True
+        else:
+            self.engine = <wasm_engine_t *>engine_ptr
+        self.ticker.engine = self.engine
+
+        # The store holds the second reference until it drops our callback.
+        self.sampler.refs += 1
+        api.store_epoch_deadline_callback(
+            <wasmtime_store_t *>store_ptr, on_epoch_deadline, self.sampler, on_callback_dropped)
+
+    def __dealloc__(self):
+        cdef wasmtime_guestprofiler_t *unfinished = NULL
+        if self.ticker != NULL:
+            self._stop_ticker()
+            pthread_cond_destroy(&self.ticker.wake)
+            pthread_mutex_destroy(&self.ticker.lock)
+            free(self.ticker)
+            self.ticker = NULL
+        if self.owns_engine and self.engine != NULL:
+            api.engine_delete(self.engine)
+            self.engine = NULL
+        if self.sampler != NULL:
+            pthread_mutex_lock(&self.sampler.lock)
+            unfinished = self.sampler.profiler
+            self.sampler.profiler = NULL
+            self.sampler.sampling = False
+            pthread_mutex_unlock(&self.sampler.lock)
+            if unfinished != NULL:
+                api.guestprofiler_delete(unfinished)
+            sampler_release(self.sampler)
+            self.sampler = NULL
+
+    def start(self, size_t context_ptr) -> None:
+        """Begin sampling; the store must not be running a guest on another thread right now."""
+        cdef Sampler *s = self.sampler
+        pthread_mutex_lock(&s.lock)
+        s.sampling = s.store != NULL and s.profiler != NULL
+        s.last_thread = pthread_self()
+        s.last_cpu_ns = thread_cpu_ns()
+        s.have_last = s.last_cpu_ns >= 0
+        pthread_mutex_unlock(&s.lock)
+        if self.store_attached:
+            api.context_set_epoch_deadline(<wasmtime_context_t *>context_ptr, 1)
+        self._start_ticker()
+
+    def stop(self) -> None:
+        """Stop sampling and join the ticker. Safe from any thread, while the guest runs."""
+        pthread_mutex_lock(&self.sampler.lock)
+        self.sampler.sampling = False
+        pthread_mutex_unlock(&self.sampler.lock)
+        self._stop_ticker()
+
+    def finish(self) -> bytes:
+        """Stop, then hand the wasmtime profiler to wasmtime_guestprofiler_finish; return its JSON."""
+        cdef wasmtime_guestprofiler_t *p
+        cdef wasmtime_error_t *error
+        cdef wasm_byte_vec_t out
+        self.stop()
+        pthread_mutex_lock(&self.sampler.lock)
+        p = self.sampler.profiler
+        self.sampler.profiler = NULL
+        pthread_mutex_unlock(&self.sampler.lock)
+        if p == NULL:
+            raise RuntimeError("the profiler was already finished")
+        memset(&out, 0, sizeof(out))
+        with nogil:
+            error = api.guestprofiler_finish(p, &out)
+        if error != NULL:
+            raise RuntimeError(take_error_message(error))
+        try:
+            return PyBytes_FromStringAndSize(<char *>out.data, out.size)
+        finally:
+            api.byte_vec_delete(&out)
+
+    @property
+    def sample_count(self) -> int:
+        pthread_mutex_lock(&self.sampler.lock)
+        n = self.sampler.samples
+        pthread_mutex_unlock(&self.sampler.lock)
+        return n
+
+    @property
+    def cpu_ns_total(self) -> int:
+        pthread_mutex_lock(&self.sampler.lock)
+        n = self.sampler.cpu_ns_total
+        pthread_mutex_unlock(&self.sampler.lock)
+        return n
+
+    @property
+    def tick_count(self) -> int:
+        pthread_mutex_lock(&self.ticker.lock)
+        n = self.ticker.ticks
+        pthread_mutex_unlock(&self.ticker.lock)
+        return n
+
+    @property
+    def store_attached(self) -> bool:
+        """False once the store was deleted or another epoch-deadline callback replaced ours."""
+        pthread_mutex_lock(&self.sampler.lock)
+        attached = self.sampler.store != NULL
+        pthread_mutex_unlock(&self.sampler.lock)
+        return attached
+
+    cdef _start_ticker(self):
+        cdef sigset_t all_signals, previous
+        cdef int rc
+        if self.ticker_running:
+            return
+        self.ticker.stop_requested = False
+        # The ticker must never receive a signal meant for the interpreter's main thread.
+        sigfillset(&all_signals)
+        pthread_sigmask(SIG_SETMASK, &all_signals, &previous)
+        rc = pthread_create(&self.ticker.thread, NULL, ticker_main, self.ticker)
+        pthread_sigmask(SIG_SETMASK, &previous, NULL)
+        if rc != 0:
+            raise OSError(rc, "could not start the ticker thread")
+        self.ticker_running = True
+
+    cdef _stop_ticker(self):
+        if not self.ticker_running:
+            return
+        with nogil:
+            pthread_mutex_lock(&self.ticker.lock)
+            self.ticker.stop_requested = True
+            pthread_cond_signal(&self.ticker.wake)
+            pthread_mutex_unlock(&self.ticker.lock)
+            pthread_join(self.ticker.thread, NULL)
+        self.ticker_running = False

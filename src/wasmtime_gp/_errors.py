@@ -1,0 +1,33 @@
+"""The exceptions wasmtime-gp raises on purpose; all derive from GuestProfilerError."""
+
+
+class GuestProfilerError(Exception):
+    """Base class of every error wasmtime-gp raises on purpose."""
+
+
+class ProfilerTypeError(GuestProfilerError, TypeError):
+    """An argument of the wrong type."""
+
+
+class ProfilerValueError(GuestProfilerError, ValueError):
+    """An argument of the right type with a value that cannot be profiled."""
+
+
+class ClosedObjectError(ProfilerValueError):
+    """A wasmtime Engine, Store or Module that was already closed."""
+
+
+class EngineConfigError(ProfilerValueError):
+    """The engine cannot be profiled as configured (for example, no epoch interruption)."""
+
+
+class ModuleEngineError(ProfilerValueError):
+    """A module that Wasmtime refuses for this store's engine (compiled by another engine)."""
+
+
+class ProfilerStateError(GuestProfilerError, RuntimeError):
+    """A call that the profiler's state does not allow (start twice, use after finish, ...)."""
+
+
+class WasmtimeABIError(GuestProfilerError, ImportError):
+    """The installed wasmtime-py does not provide the C API this package binds."""

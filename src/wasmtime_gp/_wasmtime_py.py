@@ -1,0 +1,66 @@
+"""Everything that reads wasmtime-py's private attributes, in one place.
+
+wasmtime-py exposes raw C pointers through `ptr()` on its Engine, Store and Module
+objects, the store's context through `Store._context()`, and the ctypes library it
+loaded as `wasmtime._ffi.dll`. A closed object raises ValueError from `ptr()`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from importlib import metadata
+from typing import Any
+
+import wasmtime
+from wasmtime import _ffi
+
+from wasmtime_gp._errors import ClosedObjectError
+
+
+def installed_version() -> str:
+    """The installed wasmtime-py release, such as "50.0.1"."""
+    return metadata.version("wasmtime")
+
+
+def library_handle() -> int:
+    """The dlopen handle of the libwasmtime instance wasmtime-py loaded (never a second copy)."""
+    handle: int = _ffi.dll._handle
+    return handle
+
+
+def _address(pointer: Any) -> int:
+    address = ctypes.cast(pointer, ctypes.c_void_p).value
+    assert address is not None
+    return address
+
+
+def _pointer_of(obj: Any, what: str) -> int:
+    try:
+        return _address(obj.ptr())
+    except ValueError as exc:  # wasmtime-py: "already closed" / "never initialized"
+        raise ClosedObjectError(f"the {what} is closed ({exc})") from None
+
+
+def engine_address(engine: wasmtime.Engine) -> int:
+    return _pointer_of(engine, "engine")
+
+
+def store_address(store: wasmtime.Store) -> int:
+    return _pointer_of(store, "store")
+
+
+def module_address(module: wasmtime.Module) -> int:
+    return _pointer_of(module, "module")
+
+
+def context_address(store: wasmtime.Store) -> int:
+    try:
+        return _address(store._context())
+    except ValueError as exc:
+        raise ClosedObjectError(f"the store is closed ({exc})") from None
+
+
+def store_engine(store: wasmtime.Store) -> wasmtime.Engine:
+    """The Engine a Store was created with (wasmtime-py keeps it as `store.engine`)."""
+    engine: wasmtime.Engine = store.engine
+    return engine

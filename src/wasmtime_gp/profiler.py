@@ -1,0 +1,240 @@
+"""GuestProfiler: sample a wasmtime-py guest's call stacks into a Firefox Profiler profile."""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import threading
+import weakref
+from pathlib import Path
+from types import TracebackType
+from typing import Mapping, Sequence, Tuple, Union
+
+import wasmtime
+
+from wasmtime_gp import _checks, _core, _wasmtime_py
+from wasmtime_gp._errors import (
+    GuestProfilerError,
+    ProfilerStateError,
+    ProfilerTypeError,
+    ProfilerValueError,
+)
+
+ModuleSpec = Union[wasmtime.Module, Tuple[str, wasmtime.Module]]
+ModulesArg = Union[Sequence[ModuleSpec], Mapping[str, wasmtime.Module]]
+
+MIN_INTERVAL = 1e-6  # seconds; below this the ticker alone would saturate a core
+MAX_INTERVAL = 3600.0  # seconds; a longer interval would never sample a real run
+
+# Stores that have an unfinished profiler, by store address: a store has one epoch callback.
+_profilers_by_store: weakref.WeakValueDictionary[int, GuestProfiler] = weakref.WeakValueDictionary()
+_registry_lock = threading.Lock()
+
+
+def _check_interval(interval: object) -> float:
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)):
+        raise ProfilerTypeError(f"interval must be a number of seconds, not {type(interval).__name__}")
+    try:
+        seconds = float(interval)
+    except OverflowError:
+        raise ProfilerValueError(f"interval must be at most {MAX_INTERVAL:g} s, not {interval!r}") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ProfilerValueError(f"interval must be a positive, finite number of seconds, not {interval!r}")
+    if seconds < MIN_INTERVAL:
+        raise ProfilerValueError(f"interval must be at least {MIN_INTERVAL} s (1 us), not {interval!r}")
+    if seconds > MAX_INTERVAL:
+        raise ProfilerValueError(f"interval must be at most {MAX_INTERVAL:g} s, not {interval!r}")
+    return seconds
+
+
+def _utf8(text: object, what: str) -> bytes:
+    if not isinstance(text, str):
+        raise ProfilerTypeError(f"{what} must be a str, not {type(text).__name__}")
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # lone surrogates: Wasmtime would abort on them
+        raise ProfilerValueError(f"{what} {text!r} is not valid Unicode text: {exc.reason}") from None
+
+
+def _named_modules(modules: object) -> list[tuple[bytes, wasmtime.Module]]:
+    """Normalise the `modules` argument to (UTF-8 name, Module) pairs."""
+    if isinstance(modules, Mapping):
+        items: list[object] = list(modules.items())
+    elif isinstance(modules, (str, bytes)) or not isinstance(modules, Sequence):
+        raise ProfilerTypeError(
+            "modules must be a sequence of wasmtime.Module or (name, Module) pairs, or a mapping "
+            f"name -> Module, not {type(modules).__name__}"
+        )
+    else:
+        items = list(modules)
+    if not items:
+        raise ProfilerValueError(
+            "modules is empty: list the modules whose functions should appear in the profile "
+            "(a profile without modules would have no frames)"
+        )
+    named = []
+    for index, item in enumerate(items):
+        if isinstance(item, wasmtime.Module):
+            name, module = f"module{index}", item
+        elif isinstance(item, tuple) and len(item) == 2:
+            name, module = item
+        else:
+            raise ProfilerTypeError(
+                f"modules[{index}] must be a wasmtime.Module or a (name, Module) pair, "
+                f"not {type(item).__name__}"
+            )
+        if not isinstance(module, wasmtime.Module):
+            raise ProfilerTypeError(f"module {name!r} must be a wasmtime.Module, not {type(module).__name__}")
+        _wasmtime_py.module_address(module)  # raises ClosedObjectError
+        named.append((_utf8(name, "module name"), module))
+    return named
+
+
+class GuestProfiler:
+    """Samples the wasm call stacks of one `wasmtime.Store` at a fixed interval.
+
+    A native ticker thread advances the engine's epoch every `interval` seconds and a C
+    epoch-deadline callback records a sample on the guest's own thread: no Python code
+    and no GIL between a tick and its sample. The engine must have epoch interruption on.
+    """
+
+    def __init__(
+        self,
+        store: wasmtime.Store,
+        modules: ModulesArg,
+        *,
+        interval: float = 0.001,
+        name: str | None = None,
+    ) -> None:
+        if not isinstance(store, wasmtime.Store):
+            raise ProfilerTypeError(f"store must be a wasmtime.Store, not {type(store).__name__}")
+        self._interval = _check_interval(interval)
+        named = _named_modules(modules)
+        process_name = named[0][0] if name is None else _utf8(name, "name")
+        store_address = _wasmtime_py.store_address(store)
+        engine = _wasmtime_py.store_engine(store)
+        engine_address = _wasmtime_py.engine_address(engine)
+        _checks.require_epoch_interruption(engine)
+        _checks.require_modules_of_engine(engine, named, process_name)
+
+        self._store = store
+        self._engine = engine
+        self._modules = [module for _, module in named]  # Wasmtime holds its own references too
+        self._running = False
+        self._finished = False
+        self._lock = threading.Lock()
+        with _registry_lock:
+            current = _profilers_by_store.get(store_address)
+            if current is not None and current._attached_to(store):
+                raise ProfilerStateError(
+                    "this store already has an unfinished GuestProfiler; finish() it first "
+                    "(a store has a single epoch-deadline callback)"
+                )
+            self._native = _core.NativeProfiler(
+                engine_address,
+                store_address,
+                process_name,
+                round(self._interval * 1e9),
+                [(module_name, _wasmtime_py.module_address(m)) for module_name, m in named],
+            )
+            _profilers_by_store[store_address] = self
+
+    def _attached_to(self, store: wasmtime.Store) -> bool:
+        return self._store is store and not self._finished and self._native.store_attached
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def interval(self) -> float:
+        """The sampling interval, in seconds."""
+        return self._interval
+
+    @property
+    def sample_count(self) -> int:
+        """Samples taken so far."""
+        return int(self._native.sample_count)
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def _require_unfinished(self, action: str) -> None:
+        if self._finished:
+            raise ProfilerStateError(f"cannot {action}: the profiler is finished")
+
+    # -- control -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start (or resume) sampling. Call it on a thread where the store is not running a guest."""
+        with self._lock:
+            self._require_unfinished("start()")
+            if self._running:
+                raise ProfilerStateError("the profiler is already running")
+            if not self._native.store_attached:
+                raise ProfilerStateError(
+                    "the profiler lost its store: the store was closed, or another epoch-deadline "
+                    "callback was set on it"
+                )
+            self._native.start(_wasmtime_py.context_address(self._store))
+            self._running = True
+
+    def stop(self) -> None:
+        """Stop sampling; idempotent, safe from any thread, and a no-op once finished."""
+        with self._lock:
+            if self._running:
+                self._native.stop()
+                self._running = False
+
+    def finish(self) -> bytes:
+        """Stop, and return the profile as Firefox Profiler JSON. Ends the profiler."""
+        with self._lock:
+            self._require_unfinished("finish()")
+            self._running = False
+            self._finished = True
+            try:
+                return bytes(self._native.finish())
+            except RuntimeError as exc:
+                raise GuestProfilerError(f"Wasmtime could not write the profile: {exc}") from None
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Finish, then write the profile to `path` atomically; return the path."""
+        target = Path(path)
+        self._require_unfinished("save()")
+        # Check what can be checked before finish() consumes the profile.
+        if target.is_dir():
+            raise ProfilerValueError(f"{target} is a directory; give a file name")
+        if not target.parent.is_dir():
+            raise ProfilerValueError(f"cannot save to {target}: {target.parent} is not a directory")
+        data = self.finish()
+        fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temporary, target)
+        except BaseException:
+            os.unlink(temporary)
+            raise
+        return target
+
+    def __enter__(self) -> GuestProfiler:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "finished" if self._finished else "running" if self._running else "stopped"
+        return f"<GuestProfiler {state} interval={self._interval:g}s samples={self.sample_count}>"
