@@ -13,7 +13,7 @@ from typing import Mapping, Sequence, Tuple, Union
 
 import wasmtime
 
-from wasmtime_gp import _checks, _core, _wasmtime_py
+from wasmtime_gp import _checks, _core, _module_names, _wasmtime_py
 from wasmtime_gp._errors import (
     GuestProfilerError,
     ProfilerStateError,
@@ -76,7 +76,8 @@ def _named_modules(modules: object) -> list[tuple[bytes, wasmtime.Module]]:
     named = []
     for index, item in enumerate(items):
         if isinstance(item, wasmtime.Module):
-            name, module = f"module{index}", item
+            _wasmtime_py.module_address(item)  # a closed module raises ClosedObjectError here
+            name, module = _module_names.module_name(item) or f"module{index}", item
         elif isinstance(item, tuple) and len(item) == 2:
             name, module = item
         else:
@@ -86,7 +87,7 @@ def _named_modules(modules: object) -> list[tuple[bytes, wasmtime.Module]]:
             )
         if not isinstance(module, wasmtime.Module):
             raise ProfilerTypeError(f"module {name!r} must be a wasmtime.Module, not {type(module).__name__}")
-        _wasmtime_py.module_address(module)  # raises ClosedObjectError
+        _wasmtime_py.module_address(module)
         named.append((_utf8(name, "module name"), module))
     return named
 

@@ -1,0 +1,104 @@
+"""What a profile holds: nested stacks, a sample count that fits the run, CPU deltas, names."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import pytest
+import wasmtime
+from conftest import instantiate, read_profile
+from guests import ANONYMOUS, CHAIN, NAMED
+
+from wasmtime_gp import GuestProfiler
+
+
+def test_nested_stacks_with_the_looping_function_as_dominant_leaf(chain, spins_for):
+    with GuestProfiler(chain.store, [chain.module], interval=0.001) as profiler:
+        chain.call("run", spins_for(0.5))
+    profile = read_profile(profiler.finish())
+
+    assert len(profile.stacks) > 100
+    assert all(stack[:1] == ("outer",) for stack in profile.stacks)
+    most_common, count = Counter(profile.stacks).most_common(1)[0]
+    assert most_common == ("outer", "middle", "inner")
+    assert count >= 0.9 * len(profile.stacks)
+
+
+@pytest.mark.parametrize("interval", [0.01, 0.001, 0.0001])
+def test_sample_count_fits_run_time_and_interval(chain, spins_for, interval):
+    profiler = GuestProfiler(chain.store, [chain.module], interval=interval)
+    profiler.start()
+    started = time.perf_counter()
+    chain.call("run", spins_for(0.5))
+    elapsed = time.perf_counter() - started
+    profiler.stop()
+
+    expected = elapsed / interval
+    # Generous: shared CI machines lose ticks, but a broken ticker or callback is off by far more.
+    assert 0.4 * expected - 2 <= profiler.sample_count <= 1.1 * expected + 2
+    assert len(read_profile(profiler.finish()).stacks) == profiler.sample_count
+
+
+def test_cpu_deltas_sum_to_the_guest_threads_cpu_time(chain, spins_for):
+    profiler = GuestProfiler(chain.store, [chain.module], interval=0.001)
+    cpu_before = time.thread_time_ns()
+    profiler.start()
+    chain.call("run", spins_for(0.5))
+    profiler.stop()
+    cpu_used_us = (time.thread_time_ns() - cpu_before) / 1000
+
+    deltas = read_profile(profiler.finish()).cpu_delta_us
+    assert deltas and all(delta >= 0 for delta in deltas)
+    assert any(delta > 0 for delta in deltas)
+    # The deltas cover start() up to the last sample: all of it but the last partial interval.
+    assert 0.8 * cpu_used_us <= sum(deltas) <= 1.02 * cpu_used_us + 1000
+
+
+def test_guest_called_repeatedly_between_python_code(chain, spins_for):
+    with GuestProfiler(chain.store, [chain.module], interval=0.001) as profiler:
+        for _ in range(5):
+            chain.call("run", spins_for(0.05))
+            sum(range(10_000))  # Python between guest calls: no samples, no crash
+    stacks = read_profile(profiler.finish()).stacks
+    assert Counter(stacks).most_common(1)[0][0] == ("outer", "middle", "inner")
+
+
+def _profile(guest, modules, spins, **kwargs):
+    """Profile a short run of CHAIN (whose module `guest.module` may appear under any name)."""
+    with GuestProfiler(guest.store, modules, interval=0.0005, **kwargs) as profiler:
+        guest.call("run", spins)
+    return read_profile(profiler.finish())
+
+
+def test_module_names_from_pairs_mapping_name_section_and_position(spins_for):
+    guest = instantiate(CHAIN)
+    named = wasmtime.Module(guest.engine, NAMED)
+    anonymous = wasmtime.Module(guest.engine, ANONYMOUS)
+    spins = spins_for(0.05)
+
+    # The profile lists the libraries that appear in samples, under the names we gave.
+    assert _profile(guest, [("app", guest.module)], spins).lib_names == ["app"]
+    assert _profile(guest, {"lib": named, "app": guest.module}, spins).lib_names == ["app"]
+    # Unnamed: the name section's module name, else "module<position>".
+    assert _profile(guest, [anonymous, guest.module], spins).lib_names == ["chain"]
+    assert _profile(guest, [anonymous, guest.module], spins).process_name == "module0"
+    assert _profile(guest, [named, guest.module], spins).process_name == "calculator"
+
+
+def test_process_name_defaults_to_the_first_module(chain, spins_for):
+    spins = spins_for(0.05)
+    assert _profile(chain, [chain.module], spins).process_name == "chain"
+    assert _profile(chain, [chain.module], spins, name="checkout-service").process_name == "checkout-service"
+    unicode_names = _profile(chain, [("ünïcode-名", chain.module)], spins)
+    assert unicode_names.lib_names == ["ünïcode-名"]
+    assert unicode_names.process_name == "ünïcode-名"
+
+
+def test_only_listed_modules_contribute_frames(chain, spins_for):
+    other = wasmtime.Module(chain.engine, NAMED)
+    with GuestProfiler(chain.store, [other], interval=0.001) as profiler:
+        chain.call("run", spins_for(0.2))
+    profile = read_profile(profiler.finish())
+    assert profiler.sample_count > 0
+    assert all(stack == () for stack in profile.stacks)
