@@ -70,6 +70,8 @@ def test_samples_keep_arriving_while_another_thread_holds_the_gil(chain: Guest, 
 
     assert witness_during == 0, "the GIL was released during the window; the test proves nothing"
     requested = held_for / interval
-    print(f"interval {interval * 1e6:g} us: {samples_during} samples in {held_for:.3f} s with the GIL held "
-          f"({samples_during / held_for:.0f}/s, requested {1 / interval:.0f}/s)")
+    print(
+        f"interval {interval * 1e6:g} us: {samples_during} samples in {held_for:.3f} s with the GIL held "
+        f"({samples_during / held_for:.0f}/s, requested {1 / interval:.0f}/s)"
+    )
     assert samples_during >= 0.5 * requested

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import weakref
-from typing import Sequence
+from collections.abc import Sequence
 
 import wasmtime
 
@@ -36,7 +36,9 @@ def require_epoch_interruption(engine: wasmtime.Engine) -> None:
         assert isinstance(probe, wasmtime.Func)
         try:
             probe(store)
-        except wasmtime.Trap:
+        except wasmtime.Trap as trap:
+            # Its traceback would keep the caller's frames (and the new profiler) in a cycle.
+            trap.__traceback__ = None
             _epoch_checked.add(engine)
             return
     except wasmtime.WasmtimeError as exc:

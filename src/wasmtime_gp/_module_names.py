@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import struct
 import weakref
-from typing import Optional
 
 import wasmtime
 
@@ -26,7 +25,7 @@ from wasmtime_gp._abi import WASMTIME_MAJOR
 _INFO_SECTION = b".wasmtime.info"
 _MAX_NAME = 4096
 
-_names: weakref.WeakKeyDictionary[wasmtime.Module, Optional[str]] = weakref.WeakKeyDictionary()
+_names: weakref.WeakKeyDictionary[wasmtime.Module, str | None] = weakref.WeakKeyDictionary()
 
 
 class _Malformed(Exception):
@@ -97,7 +96,7 @@ def _elf_section(artifact: bytes, wanted: bytes) -> bytes:
     raise _Malformed
 
 
-def _decode_name(info: bytes, major: int) -> Optional[str]:
+def _decode_name(info: bytes, major: int) -> str | None:
     reader = _Reader(info)
     if major <= 20:
         return reader.bincode_str() if reader.option_tag() else None
@@ -114,7 +113,7 @@ def _decode_name(info: bytes, major: int) -> Optional[str]:
     return strings[atom - 1]
 
 
-def module_name(module: wasmtime.Module) -> Optional[str]:
+def module_name(module: wasmtime.Module) -> str | None:
     """The name in `module`'s wasm name section, or None if it has none or it cannot be read."""
     if module in _names:
         return _names[module]

@@ -7,9 +7,10 @@ import os
 import tempfile
 import threading
 import weakref
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Mapping, Sequence, Tuple, Union
+from typing import Union
 
 import wasmtime
 
@@ -21,7 +22,7 @@ from wasmtime_gp._errors import (
     ProfilerValueError,
 )
 
-ModuleSpec = Union[wasmtime.Module, Tuple[str, wasmtime.Module]]
+ModuleSpec = Union[wasmtime.Module, tuple[str, wasmtime.Module]]
 ModulesArg = Union[Sequence[ModuleSpec], Mapping[str, wasmtime.Module]]
 
 MIN_INTERVAL = 1e-6  # seconds; below this the ticker alone would saturate a core

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import wasmtime
 
@@ -35,8 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (GuestProfilerError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"profiled the example guest for {elapsed:.2f} s: {profiler.sample_count} samples "
-          f"at {args.interval * 1e3:g} ms")
+    print(
+        f"profiled the example guest for {elapsed:.2f} s: {profiler.sample_count} samples "
+        f"at {args.interval * 1e3:g} ms"
+    )
     print(f"wrote {path.resolve()}")
     print("view it: open https://profiler.firefox.com/, choose 'Load a profile from file', pick that file")
     return 0

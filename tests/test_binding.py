@@ -1,0 +1,50 @@
+"""The C API comes from the libwasmtime that wasmtime-py loaded, for the ABI of its version."""
+
+from __future__ import annotations
+
+import subprocess
+import warnings
+
+import pytest
+
+from wasmtime_gp import GuestProfiler, WasmtimeABIError, _abi, _core, _wasmtime_py
+
+
+def _wasmtime_libraries_mapped() -> set[str]:
+    with open("/proc/self/maps") as maps:
+        return {line.split()[-1] for line in maps if "wasmtime" in line.split()[-1] and ".so" in line}
+
+
+def test_one_libwasmtime_in_the_process_and_the_extension_does_not_link_one(chain):
+    GuestProfiler(chain.store, [chain.module]).finish()
+    mapped = _wasmtime_libraries_mapped()
+    assert len(mapped) == 2, mapped  # wasmtime-py's libwasmtime and our own extension
+    (library,) = [path for path in mapped if "_core" not in path]
+    assert library.endswith("_libwasmtime.so")
+    needed = subprocess.run(["ldd", _core.__file__], capture_output=True, text=True, check=True).stdout
+    assert "wasmtime" not in needed
+
+
+def test_the_abi_follows_the_installed_version():
+    major = int(_wasmtime_py.installed_version().split(".")[0])
+    assert _abi.WASMTIME_MAJOR == major
+    assert _core.can_clone_engine() == (major >= 24)
+
+
+def test_a_release_without_the_profiler_api_is_refused_at_import(monkeypatch):
+    monkeypatch.setattr(_wasmtime_py, "installed_version", lambda: "18.0.2")
+    with pytest.raises(WasmtimeABIError, match=r"needs wasmtime >= 19\.0\.0.*18\.0\.2 is installed"):
+        _abi.bind()
+
+
+def test_a_newer_release_than_tested_warns_and_binds_the_newest_abi(monkeypatch):
+    real = _wasmtime_py.installed_version()
+    if int(real.split(".")[0]) < _abi.ENGINE_FIRST_MAJOR:
+        pytest.skip("binding the newest ABI against an older library would be wrong")
+    monkeypatch.setattr(_wasmtime_py, "installed_version", lambda: f"{_abi.NEWEST_TESTED_MAJOR + 1}.0.0")
+    with pytest.warns(RuntimeWarning, match="newer than any release wasmtime-gp was tested with"):
+        _abi.bind()
+    monkeypatch.setattr(_wasmtime_py, "installed_version", lambda: real)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _abi.bind() == _abi.WASMTIME_MAJOR

@@ -1,0 +1,216 @@
+"""start / stop / finish / save, traps, other threads, drop order, and many cycles."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+
+import pytest
+import wasmtime
+from conftest import instantiate, native_thread_count, read_profile, rss_bytes, run_isolated
+from guests import CHAIN
+
+from wasmtime_gp import GuestProfiler, ProfilerStateError, ProfilerValueError
+
+
+def test_states_and_properties(chain):
+    profiler = GuestProfiler(chain.store, [chain.module], interval=0.002)
+    assert (profiler.running, profiler.finished, profiler.sample_count) == (False, False, 0)
+    assert profiler.interval == 0.002
+    profiler.start()
+    assert profiler.running
+    with pytest.raises(ProfilerStateError, match="already running"):
+        profiler.start()
+    profiler.stop()
+    profiler.stop()  # idempotent
+    assert not profiler.running
+    profiler.finish()
+    assert profiler.finished and not profiler.running
+    profiler.stop()  # still a no-op
+    for call in (profiler.start, profiler.finish, lambda: profiler.save("never.json")):
+        with pytest.raises(ProfilerStateError, match="finished"):
+            call()
+
+
+def test_start_after_stop_continues_the_same_profile(chain, spins_for):
+    profiler = GuestProfiler(chain.store, [chain.module], interval=0.001)
+    with profiler:
+        chain.call("run", spins_for(0.1))
+    first = profiler.sample_count
+    chain.call("run", spins_for(0.1))  # not profiled
+    assert profiler.sample_count == first
+    with profiler:
+        chain.call("run", spins_for(0.1))
+    assert profiler.sample_count > first
+    assert len(read_profile(profiler.finish()).stacks) == profiler.sample_count
+
+
+def test_exception_in_the_block_propagates_and_keeps_the_samples(chain, spins_for):
+    profiler = GuestProfiler(chain.store, [chain.module], interval=0.001)
+    with pytest.raises(KeyError, match="boom"), profiler:
+        chain.call("run", spins_for(0.1))
+        raise KeyError("boom")
+    assert not profiler.running
+    assert read_profile(profiler.finish()).stacks.count(("outer", "middle", "inner")) > 20
+
+
+def test_trap_mid_run_keeps_every_sample(chain, spins_for):
+    profiler = GuestProfiler(chain.store, [chain.module], interval=0.001)
+    with pytest.raises(wasmtime.Trap), profiler:
+        chain.call("run_then_trap", spins_for(0.2))
+    taken = profiler.sample_count
+    stacks = read_profile(profiler.finish()).stacks
+    assert taken > 50 and len(stacks) == taken
+    assert ("doomed", "middle", "inner") in stacks
+    chain.call("run", 10)  # the store is still usable
+
+
+@pytest.mark.parametrize("end", ["stop", "finish"])
+def test_stop_or_finish_from_another_thread_while_the_guest_runs(chain, spins_for, end):
+    profiler = GuestProfiler(chain.store, [chain.module], interval=0.0005)
+    profiler.start()
+    guest = threading.Thread(target=chain.call, args=("run", spins_for(1.0)))
+    guest.start()
+    time.sleep(0.3)
+    result = getattr(profiler, end)()
+    count = profiler.sample_count
+    assert guest.is_alive(), "the guest should still be running when the profiler ends"
+    guest.join()
+    assert profiler.sample_count == count, "no sample may be taken after stop/finish returns"
+    assert count > 50
+    data = result if end == "finish" else profiler.finish()
+    assert len(read_profile(data).stacks) == count
+
+
+def test_save_writes_atomically_and_returns_the_path(chain, spins_for, tmp_path):
+    with GuestProfiler(chain.store, [chain.module]) as profiler:
+        chain.call("run", spins_for(0.05))
+    path = profiler.save(tmp_path / "out.profile.json")
+    assert path == tmp_path / "out.profile.json"
+    assert json.loads(path.read_bytes())["threads"]
+    assert os.listdir(tmp_path) == ["out.profile.json"]  # no temporary file left behind
+
+
+def test_save_to_a_bad_place_fails_before_consuming_the_profile(chain, tmp_path):
+    profiler = GuestProfiler(chain.store, [chain.module])
+    with pytest.raises(ProfilerValueError, match="not a directory"):
+        profiler.save(tmp_path / "missing" / "out.json")
+    with pytest.raises(ProfilerValueError, match="is a directory"):
+        profiler.save(tmp_path)
+    assert not profiler.finished
+    profiler.save(tmp_path / "out.json")
+
+
+def test_a_new_profiler_on_the_store_once_the_previous_one_finished(chain, spins_for):
+    first = GuestProfiler(chain.store, [chain.module])
+    with pytest.raises(ProfilerStateError, match="already has an unfinished"):
+        GuestProfiler(chain.store, [chain.module])
+    first.finish()
+    with GuestProfiler(chain.store, [chain.module], interval=0.001) as second:
+        chain.call("run", spins_for(0.05))
+    assert second.sample_count > 10
+    second.finish()
+
+
+def test_dropping_an_unfinished_profiler_frees_the_store(chain, spins_for):
+    profiler = GuestProfiler(chain.store, [chain.module])
+    profiler.start()
+    del profiler
+    with GuestProfiler(chain.store, [chain.module], interval=0.001) as profiler:
+        chain.call("run", spins_for(0.05))
+    assert profiler.sample_count > 10
+
+
+def test_store_closed_before_finish_keeps_the_profile():
+    result = run_isolated(
+        """
+        from conftest import instantiate, read_profile
+        from guests import CHAIN
+        from wasmtime_gp import GuestProfiler, ProfilerStateError
+        guest = instantiate(CHAIN)
+        with GuestProfiler(guest.store, [guest.module], interval=0.001) as profiler:
+            guest.call("run", 50_000_000)
+        guest.store.close()
+        try:
+            profiler.start()
+        except ProfilerStateError as exc:
+            print("start:", exc)
+        print("stacks:", len(read_profile(profiler.finish()).stacks) == profiler.sample_count > 0)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert "start: the profiler lost its store" in result.stdout
+    assert "stacks: True" in result.stdout
+
+
+def test_engine_and_module_closed_while_sampling():
+    result = run_isolated(
+        """
+        import threading, time
+        from conftest import instantiate
+        from guests import CHAIN
+        from wasmtime_gp import GuestProfiler
+        guest = instantiate(CHAIN)
+        run = guest.func("run")
+        with GuestProfiler(guest.store, [guest.module], interval=0.0001) as profiler:
+            guest.module.close()
+            guest.engine.close()   # wasmtime-py's handle; the store and our ticker hold their own
+            run(guest.store, 100_000_000)
+        print("samples:", profiler.sample_count > 100, len(profiler.finish()) > 0)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert "samples: True True" in result.stdout
+
+
+def test_profiler_dropped_before_store_and_store_before_profiler():
+    result = run_isolated(
+        """
+        import gc
+        from conftest import instantiate
+        from guests import CHAIN
+        from wasmtime_gp import GuestProfiler
+        for order in ("profiler-first", "store-first"):
+            guest = instantiate(CHAIN)
+            profiler = GuestProfiler(guest.store, [guest.module], interval=0.0001)
+            profiler.start()
+            guest.call("run", 5_000_000)
+            if order == "profiler-first":
+                del profiler
+                gc.collect()
+                guest.call("run", 5_000_000)  # the store runs on with our dormant callback
+                guest.store.close()
+            else:
+                guest.store.close()
+                del guest
+                gc.collect()
+                profiler.stop()
+                del profiler
+        print("ok")
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_a_thousand_start_finish_cycles_leave_memory_and_threads_flat(spins_for):
+    guest = instantiate(CHAIN)
+    threads_before = native_thread_count()
+    spins = spins_for(0.0005)
+
+    def cycles(count):
+        for _ in range(count):
+            profiler = GuestProfiler(guest.store, [guest.module], interval=0.0001)
+            with profiler:
+                guest.call("run", spins)
+            profiler.finish()
+
+    cycles(200)  # warm-up: allocator pools, caches
+    rss_before = rss_bytes()
+    cycles(1000)
+    growth = rss_bytes() - rss_before
+    print(f"RSS growth over 1000 cycles: {growth / 1024:.0f} KiB")
+    assert growth < 8 * 1024 * 1024
+    assert native_thread_count() == threads_before
