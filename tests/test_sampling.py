@@ -10,7 +10,7 @@ import wasmtime
 from conftest import instantiate, read_profile
 from guests import ANONYMOUS, CHAIN, NAMED
 
-from wasmtime_gp import GuestProfiler
+from wasmtime_gp import GuestProfiler, ProfilerValueError, _abi
 
 
 def test_nested_stacks_with_the_looping_function_as_dominant_leaf(chain, spins_for):
@@ -71,6 +71,7 @@ def _profile(guest, modules, spins, **kwargs):
     return read_profile(profiler.finish())
 
 
+@pytest.mark.skipif(_abi.WASMTIME_MAJOR < _abi.MULTI_MODULE_MAJOR, reason="needs several modules")
 def test_module_names_from_pairs_mapping_name_section_and_position(spins_for):
     guest = instantiate(CHAIN)
     named = wasmtime.Module(guest.engine, NAMED)
@@ -84,6 +85,21 @@ def test_module_names_from_pairs_mapping_name_section_and_position(spins_for):
     assert _profile(guest, [anonymous, guest.module], spins).lib_names == ["chain"]
     assert _profile(guest, [anonymous, guest.module], spins).process_name == "module0"
     assert _profile(guest, [named, guest.module], spins).process_name == "calculator"
+
+
+@pytest.mark.skipif(_abi.WASMTIME_MAJOR >= _abi.MULTI_MODULE_MAJOR, reason="Wasmtime >= 32 resolves them")
+def test_several_modules_are_refused_where_wasmtime_cannot_resolve_their_frames(chain):
+    other = wasmtime.Module(chain.engine, NAMED)
+    with pytest.raises(ProfilerValueError, match="cannot resolve stack frames when a profiler lists 2"):
+        GuestProfiler(chain.store, [chain.module, other])
+
+
+def test_module_name_from_the_name_section(spins_for):
+    guest = instantiate(CHAIN)
+    assert _profile(guest, [guest.module], spins_for(0.05)).lib_names == ["chain"]
+    assert _profile(guest, {"app": guest.module}, spins_for(0.05)).lib_names == ["app"]
+    anonymous = instantiate(ANONYMOUS)
+    assert GuestProfiler(anonymous.store, [anonymous.module]).finish().count(b'"processName":"module0"') == 1
 
 
 def test_process_name_defaults_to_the_first_module(chain, spins_for):

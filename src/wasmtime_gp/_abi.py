@@ -11,6 +11,9 @@ from wasmtime_gp._errors import WasmtimeABIError
 FIRST_SUPPORTED_MAJOR = 19  # the guest-profiler C API first ships in 19.0.0
 ENGINE_FIRST_MAJOR = 40  # wasmtime_guestprofiler_new takes the engine first from 40.0.0
 NEWEST_TESTED_MAJOR = 50
+# Before 32, Wasmtime's frame lookup (a partition_point over modules sorted by address) finds no frame
+# at all once a profiler lists two or more modules.
+MULTI_MODULE_MAJOR = 32
 
 
 def _major(version: str) -> int:

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import wasmtime
 
 from wasmtime_gp import _core, _wasmtime_py
-from wasmtime_gp._abi import ENGINE_FIRST_MAJOR, WASMTIME_MAJOR
-from wasmtime_gp._errors import EngineConfigError, GuestProfilerError, ModuleEngineError
+from wasmtime_gp._abi import ENGINE_FIRST_MAJOR, MULTI_MODULE_MAJOR, WASMTIME_MAJOR
+from wasmtime_gp._errors import EngineConfigError, GuestProfilerError, ModuleEngineError, ProfilerValueError
 
 # One exported function: with epoch interruption on, a deadline of 0 traps at its entry.
 _EPOCH_PROBE_WAT = '(module (func (export "probe")))'
@@ -49,6 +49,16 @@ def require_epoch_interruption(engine: wasmtime.Engine) -> None:
         "the engine was created without epoch interruption, so the profiler could never take a sample; "
         "create it from a wasmtime.Config with `config.epoch_interruption = True`"
     )
+
+
+def require_supported_module_count(count: int) -> None:
+    """Raise where the installed Wasmtime would silently drop every frame of a multi-module profile."""
+    if count > 1 and WASMTIME_MAJOR < MULTI_MODULE_MAJOR:
+        raise ProfilerValueError(
+            f"Wasmtime {WASMTIME_MAJOR} cannot resolve stack frames when a profiler lists {count} modules "
+            f"(its frame lookup is fixed in {MULTI_MODULE_MAJOR}.0.0): list only the module the guest runs, "
+            f"or upgrade wasmtime to >= {MULTI_MODULE_MAJOR}"
+        )
 
 
 def require_modules_of_engine(

@@ -8,6 +8,8 @@ loaded as `wasmtime._ffi.dll`. A closed object raises ValueError from `ptr()`.
 from __future__ import annotations
 
 import ctypes
+import weakref
+from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
@@ -58,6 +60,28 @@ def context_address(store: wasmtime.Store) -> int:
         return _address(store._context())
     except ValueError as exc:
         raise ClosedObjectError(f"the store is closed ({exc})") from None
+
+
+def before_engine_close(engine: wasmtime.Engine, callback: Callable[[], object]) -> None:
+    """Run `callback` (held weakly, a bound method) just before wasmtime-py deletes `engine`'s C object.
+
+    wasmtime-py's Managed.close() calls `self._delete(ptr)`; an attribute on the instance runs first.
+    """
+    callbacks: list[weakref.WeakMethod[Callable[[], object]]] | None = engine.__dict__.get("_wasmtime_gp_on_close")
+    if callbacks is None:
+        callbacks = []
+        original = engine._delete
+
+        def delete_after_callbacks(ptr: Any) -> None:
+            for ref in callbacks:
+                method = ref()
+                if method is not None:
+                    method()
+            original(ptr)
+
+        engine.__dict__["_wasmtime_gp_on_close"] = callbacks
+        engine.__dict__["_delete"] = delete_after_callbacks
+    callbacks.append(weakref.WeakMethod(callback))
 
 
 def store_engine(store: wasmtime.Store) -> wasmtime.Engine:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
 import tempfile
@@ -117,6 +118,7 @@ class GuestProfiler:
         store_address = _wasmtime_py.store_address(store)
         engine = _wasmtime_py.store_engine(store)
         engine_address = _wasmtime_py.engine_address(engine)
+        _checks.require_supported_module_count(len(named))
         _checks.require_epoch_interruption(engine)
         _checks.require_modules_of_engine(engine, named, process_name)
 
@@ -141,6 +143,9 @@ class GuestProfiler:
                 [(module_name, _wasmtime_py.module_address(m)) for module_name, m in named],
             )
             _profilers_by_store[store_address] = self
+        if not _core.can_clone_engine():
+            # Wasmtime < 24: the ticker borrows wasmtime-py's engine pointer, so it must stop first.
+            _wasmtime_py.before_engine_close(engine, self._halt)
 
     def _attached_to(self, store: wasmtime.Store) -> bool:
         return self._store is store and not self._finished and self._native.store_attached
@@ -171,12 +176,20 @@ class GuestProfiler:
 
     # -- control -------------------------------------------------------------------------
 
+    def _halt(self) -> None:
+        """Stop the ticker now: the interpreter is exiting, or (Wasmtime < 24) the engine is being closed."""
+        with self._lock:
+            self._native.stop()
+            self._running = False
+
     def start(self) -> None:
         """Start (or resume) sampling. Call it on a thread where the store is not running a guest."""
         with self._lock:
             self._require_unfinished("start()")
             if self._running:
                 raise ProfilerStateError("the profiler is already running")
+            if not _core.can_clone_engine():
+                _wasmtime_py.engine_address(self._engine)  # a closed engine raises ClosedObjectError
             if not self._native.store_attached:
                 raise ProfilerStateError(
                     "the profiler lost its store: the store was closed, or another epoch-deadline "
@@ -240,3 +253,10 @@ class GuestProfiler:
     def __repr__(self) -> str:
         state = "finished" if self._finished else "running" if self._running else "stopped"
         return f"<GuestProfiler {state} interval={self._interval:g}s samples={self.sample_count}>"
+
+
+@atexit.register
+def _stop_every_ticker() -> None:
+    """Join every ticker before the interpreter tears down the objects they use."""
+    for profiler in list(_profilers_by_store.values()):
+        profiler._halt()
