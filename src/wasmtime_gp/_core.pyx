@@ -328,46 +328,65 @@ cdef struct Ticker:
     pthread_mutex_t lock
     pthread_cond_t wake
     bint stop_requested
+    bint spin                  # wake early and spin to each deadline (short intervals, spare cores)
     wasm_engine_t *engine
-    uint64_t interval_ns
+    int64_t interval_ns
     uint64_t ticks
     pthread_t thread
 
 
-cdef inline void add_ns(timespec *t, uint64_t ns) noexcept nogil:
-    cdef uint64_t total = <uint64_t>t.tv_nsec + ns
-    t.tv_sec += total // 1000000000
-    t.tv_nsec = total % 1000000000
+cdef inline int64_t monotonic_ns() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
 
 
-cdef inline bint before(const timespec *a, const timespec *b) noexcept nogil:
-    return a.tv_sec < b.tv_sec or (a.tv_sec == b.tv_sec and a.tv_nsec < b.tv_nsec)
+cdef inline timespec as_timespec(int64_t ns) noexcept nogil:
+    cdef timespec ts
+    ts.tv_sec = ns // 1000000000
+    ts.tv_nsec = ns % 1000000000
+    return ts
 
 
 cdef void *ticker_main(void *arg) noexcept nogil:
     """The ticker thread: advance the engine's epoch at absolute CLOCK_MONOTONIC deadlines. No GIL."""
     cdef Ticker *t = <Ticker *>arg
-    cdef timespec next_tick, now, late
+    cdef int64_t interval = t.interval_ns
+    cdef int64_t next_tick = monotonic_ns() + interval
+    cdef int64_t wake_at, woke, now
+    # Wake-up latency estimate (spin mode): how early to stop sleeping before a deadline.
+    cdef int64_t wake_latency = 20000
+    cdef timespec wake_ts
     cdef int rc
     # The default 50 us timer slack would swallow intervals below about 100 us.
     prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0)
-    clock_gettime(CLOCK_MONOTONIC, &next_tick)
     pthread_mutex_lock(&t.lock)
     while not t.stop_requested:
-        add_ns(&next_tick, t.interval_ns)
-        rc = pthread_cond_timedwait(&t.wake, &t.lock, &next_tick)
-        if t.stop_requested:
-            break
-        if rc != ETIMEDOUT:
-            continue
+        wake_at = next_tick - (min(interval, wake_latency + wake_latency // 2 + 2000) if t.spin else 0)
+        if wake_at > monotonic_ns():
+            wake_ts = as_timespec(wake_at)
+            rc = pthread_cond_timedwait(&t.wake, &t.lock, &wake_ts)
+            if t.stop_requested:
+                break
+            woke = monotonic_ns()
+            if rc != ETIMEDOUT and woke < wake_at:
+                continue  # a spurious wake-up: wait again for the same deadline
+            if t.spin:
+                wake_latency += (woke - wake_at - wake_latency) // 8
+        if t.spin:
+            pthread_mutex_unlock(&t.lock)
+            while monotonic_ns() < next_tick:
+                pass
+            pthread_mutex_lock(&t.lock)
+            if t.stop_requested:
+                break
         api.engine_increment_epoch(t.engine)
         t.ticks += 1
+        next_tick += interval
+        now = monotonic_ns()
         # After a stall (suspend, overload) skip the missed ticks instead of bursting them.
-        clock_gettime(CLOCK_MONOTONIC, &now)
-        late = next_tick
-        add_ns(&late, t.interval_ns)
-        if before(&late, &now):
-            next_tick = now
+        if next_tick + interval < now:
+            next_tick = now + interval
     pthread_mutex_unlock(&t.lock)
     return NULL
 
@@ -383,7 +402,7 @@ cdef class NativeProfiler:
     cdef wasm_engine_t *engine
 
     def __cinit__(self, size_t engine_ptr, size_t store_ptr, bytes process_name,
-                  uint64_t interval_ns, list modules):
+                  uint64_t interval_ns, list modules, bint spin_ticker):
         if not api_bound:
             raise RuntimeError("the wasmtime C API is not bound")
         cdef _NewArgs args = _NewArgs(engine_ptr, process_name, interval_ns, modules)
@@ -408,6 +427,7 @@ cdef class NativeProfiler:
         pthread_cond_init(&self.ticker.wake, &attr)
         pthread_condattr_destroy(&attr)
         self.ticker.interval_ns = interval_ns
+        self.ticker.spin = spin_ticker
         # Our own reference keeps the engine alive even if wasmtime-py's Engine is closed.
         if api.engine_clone != NULL:
             self.engine = api.engine_clone(<const wasm_engine_t *>engine_ptr)

@@ -67,7 +67,9 @@ def before_engine_close(engine: wasmtime.Engine, callback: Callable[[], object])
 
     wasmtime-py's Managed.close() calls `self._delete(ptr)`; an attribute on the instance runs first.
     """
-    callbacks: list[weakref.WeakMethod[Callable[[], object]]] | None = engine.__dict__.get("_wasmtime_gp_on_close")
+    callbacks: list[weakref.WeakMethod[Callable[[], object]]] | None = engine.__dict__.get(
+        "_wasmtime_gp_on_close"
+    )
     if callbacks is None:
         callbacks = []
         original = engine._delete

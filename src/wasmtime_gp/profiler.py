@@ -28,6 +28,9 @@ ModulesArg = Union[Sequence[ModuleSpec], Mapping[str, wasmtime.Module]]
 
 MIN_INTERVAL = 1e-6  # seconds; below this the ticker alone would saturate a core
 MAX_INTERVAL = 3600.0  # seconds; a longer interval would never sample a real run
+# Below this, waking from a sleep (about 20 us on a VM) costs more than the interval: the ticker wakes
+# early and spins to each deadline, which takes most of a core, so only where another core is free.
+SPIN_BELOW_INTERVAL = 50e-6
 
 # Stores that have an unfinished profiler, by store address: a store has one epoch callback.
 _profilers_by_store: weakref.WeakValueDictionary[int, GuestProfiler] = weakref.WeakValueDictionary()
@@ -141,6 +144,7 @@ class GuestProfiler:
                 process_name,
                 round(self._interval * 1e9),
                 [(module_name, _wasmtime_py.module_address(m)) for module_name, m in named],
+                self._interval < SPIN_BELOW_INTERVAL and len(os.sched_getaffinity(0)) > 1,
             )
             _profilers_by_store[store_address] = self
         if not _core.can_clone_engine():
