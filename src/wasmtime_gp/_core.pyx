@@ -250,7 +250,6 @@ cdef struct Sampler:
     wasmtime_store_t *store                # NULL once the store has dropped our callback
     bint sampling                          # between start() and stop()
     uint64_t samples
-    uint64_t cpu_ns_total                  # sum of the CPU deltas given to wasmtime
     pthread_t last_thread
     int64_t last_cpu_ns
     bint have_last
@@ -282,7 +281,6 @@ cdef wasmtime_error_t *on_epoch_deadline(
         s.have_last = now >= 0
         api.guestprofiler_sample(s.profiler, s.store, delta)
         s.samples += 1
-        s.cpu_ns_total += delta
         epoch_deadline_delta[0] = 1
     elif s.profiler != NULL:
         # Stopped but not finished: stay one tick ahead so start() resumes without touching the store.
@@ -509,13 +507,6 @@ cdef class NativeProfiler:
     def sample_count(self) -> int:
         pthread_mutex_lock(&self.sampler.lock)
         n = self.sampler.samples
-        pthread_mutex_unlock(&self.sampler.lock)
-        return n
-
-    @property
-    def cpu_ns_total(self) -> int:
-        pthread_mutex_lock(&self.sampler.lock)
-        n = self.sampler.cpu_ns_total
         pthread_mutex_unlock(&self.sampler.lock)
         return n
 
