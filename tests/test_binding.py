@@ -37,6 +37,14 @@ def test_a_release_without_the_profiler_api_is_refused_at_import(monkeypatch):
         _abi.bind()
 
 
+def test_a_library_that_does_not_match_its_version_is_refused(monkeypatch):
+    real_major = _abi.WASMTIME_MAJOR
+    claimed = "39.0.0" if real_major >= _abi.ENGINE_FIRST_MAJOR else "40.0.0"
+    monkeypatch.setattr(_wasmtime_py, "installed_version", lambda: claimed)
+    with pytest.raises(WasmtimeABIError, match=f"does not look like Wasmtime {claimed.split('.')[0]}"):
+        _abi.bind()
+
+
 def test_a_newer_release_than_tested_warns_and_binds_the_newest_abi(monkeypatch):
     real = _wasmtime_py.installed_version()
     if int(real.split(".")[0]) < _abi.ENGINE_FIRST_MAJOR:

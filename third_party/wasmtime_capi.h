@@ -10,7 +10,22 @@
  * LICENSE.wasmtime beside this file.
  *
  * "Holds for" gives the Wasmtime (and wasmtime-py) releases for which each
- * declaration matches the published ABI, checked against the release tags.
+ * declaration matches the published ABI, checked against every X.0.0 release
+ * tag from 19 to 48 and against the libraries of wasmtime-py 19.0.0, 39.0.0,
+ * 40.0.0 and 50.0.1. Changes that only add `const` to a pointer parameter (as
+ * in 45) leave the ABI as it was and are noted where they happened.
+ *
+ * Behaviour behind these declarations that wasmtime-gp relies on, per release:
+ * - 19 -> 31: GuestProfiler's frame lookup (a partition_point over modules
+ *   sorted by address) finds no frame once two or more modules are listed;
+ *   32 replaced it with a binary search. wasmtime-gp refuses several modules
+ *   before 32.
+ * - 40 -> 50: wasmtime_guestprofiler_new panics (aborting the process) on a
+ *   module compiled by another engine or on an engine with guest debugging;
+ *   19 -> 39 take no engine and have nothing to check.
+ * - 19 -> 50: wasmtime_guestprofiler_new panics on a name that is not UTF-8.
+ * - 40 is also the first release exporting wasmtime_config_shared_memory_set,
+ *   which wasmtime-gp uses to cross-check the version it was told.
  */
 #ifndef WASMTIME_GP_CAPI_H
 #define WASMTIME_GP_CAPI_H
@@ -87,13 +102,15 @@ typedef void (*wasmtime_store_epoch_deadline_callback_set_fn)(
 typedef void (*wasmtime_context_set_epoch_deadline_fn)(
     wasmtime_context_t *context, uint64_t ticks_beyond_current);
 
-/* Holds for: 19 -> 50. Thread-safe: an atomic add on the engine. */
+/* Holds for: 19 -> 50 (the parameter is const from 45). Thread-safe: an
+ * atomic add on the engine. */
 typedef void (*wasmtime_engine_increment_epoch_fn)(wasm_engine_t *engine);
 
-/* wasmtime_engine_clone. Holds for: 24 -> 50; absent before 24. */
+/* wasmtime_engine_clone. Holds for: 24 -> 50 (const parameter from 45);
+ * absent before 24. */
 typedef wasm_engine_t *(*wasmtime_engine_clone_fn)(const wasm_engine_t *engine);
 
-/* Holds for: 19 -> 50. */
+/* wasm.h, WASM_DECLARE_OWN and WASM_DECLARE_VEC. Holds for: 19 -> 50. */
 typedef void (*wasm_engine_delete_fn)(wasm_engine_t *engine);
 typedef void (*wasm_byte_vec_delete_fn)(wasm_byte_vec_t *vec);
 typedef void (*wasmtime_error_message_fn)(const wasmtime_error_t *error,

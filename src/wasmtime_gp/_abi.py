@@ -14,6 +14,8 @@ NEWEST_TESTED_MAJOR = 50
 # Before 32, Wasmtime's frame lookup (a partition_point over modules sorted by address) finds no frame
 # at all once a profiler lists two or more modules.
 MULTI_MODULE_MAJOR = 32
+# Exported from 40 on: confirms that the loaded library has the ABI its version number says.
+ENGINE_FIRST_MARKER = "wasmtime_config_shared_memory_set"
 
 
 def _major(version: str) -> int:
@@ -39,7 +41,15 @@ def bind() -> int:
             RuntimeWarning,
             stacklevel=3,
         )
-    missing = _core.bind(_wasmtime_py.library_handle(), major >= ENGINE_FIRST_MAJOR)
+    handle = _wasmtime_py.library_handle()
+    engine_first = major >= ENGINE_FIRST_MAJOR
+    if _core.exports(handle, ENGINE_FIRST_MARKER) != engine_first:
+        raise WasmtimeABIError(
+            f"the libwasmtime loaded by wasmtime {version} does not look like Wasmtime {major}: "
+            f"it {'lacks' if engine_first else 'exports'} {ENGINE_FIRST_MARKER}, so the signature of "
+            "wasmtime_guestprofiler_new cannot be known; reinstall wasmtime"
+        )
+    missing = _core.bind(handle, engine_first)
     if missing:
         raise WasmtimeABIError(
             f"the libwasmtime loaded by wasmtime {version} lacks {', '.join(missing)}; "

@@ -109,6 +109,11 @@ def bind(size_t library_handle, bint engine_first) -> list:
     return missing
 
 
+def exports(size_t library_handle, str name) -> bool:
+    """Whether the library exports `name` (for cross-checking the ABI against the version)."""
+    return dlsym(<void *>library_handle, name.encode("ascii")) != NULL
+
+
 def can_clone_engine() -> bool:
     return api.engine_clone != NULL
 
