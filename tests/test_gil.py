@@ -74,4 +74,5 @@ def test_samples_keep_arriving_while_another_thread_holds_the_gil(chain: Guest, 
         f"interval {interval * 1e6:g} us: {samples_during} samples in {held_for:.3f} s with the GIL held "
         f"({samples_during / held_for:.0f}/s, requested {1 / interval:.0f}/s)"
     )
-    assert samples_during >= 0.5 * requested
+    # A tick or sample that needed the GIL would give about zero here; a quarter leaves room for a busy machine.
+    assert samples_during >= 0.25 * requested
