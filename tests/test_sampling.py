@@ -118,3 +118,12 @@ def test_only_listed_modules_contribute_frames(chain, spins_for):
     profile = read_profile(profiler.finish())
     assert profiler.sample_count > 0
     assert all(stack == () for stack in profile.stacks)
+
+
+def test_sampling_time_is_the_cost_inside_the_sample_call(chain, spins_for):
+    with GuestProfiler(chain.store, [chain.module], interval=0.0005) as profiler:
+        started = time.perf_counter()
+        chain.call("run", spins_for(0.2))
+        elapsed = time.perf_counter() - started
+    assert profiler.sample_count > 50
+    assert 0 < profiler.sampling_time < 0.5 * elapsed

@@ -255,9 +255,16 @@ cdef struct Sampler:
     wasmtime_store_t *store                # NULL once the store has dropped our callback
     bint sampling                          # between start() and stop()
     uint64_t samples
+    uint64_t sampling_ns                   # time spent inside wasmtime_guestprofiler_sample
     pthread_t last_thread
     int64_t last_cpu_ns
     bint have_last
+
+
+cdef inline int64_t monotonic_ns() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
 
 
 cdef inline int64_t thread_cpu_ns() noexcept nogil:
@@ -272,7 +279,7 @@ cdef wasmtime_error_t *on_epoch_deadline(
         wasmtime_update_deadline_kind_t *update_kind) noexcept nogil:
     """Wasmtime calls this on the guest's thread when the store crosses its epoch deadline. No GIL."""
     cdef Sampler *s = <Sampler *>data
-    cdef int64_t now
+    cdef int64_t now, entered
     cdef uint64_t delta = 0
     cdef pthread_t me = pthread_self()
     pthread_mutex_lock(&s.lock)
@@ -284,7 +291,9 @@ cdef wasmtime_error_t *on_epoch_deadline(
         s.last_thread = me
         s.last_cpu_ns = now
         s.have_last = now >= 0
+        entered = monotonic_ns()
         api.guestprofiler_sample(s.profiler, s.store, delta)
+        s.sampling_ns += <uint64_t>(monotonic_ns() - entered)
         s.samples += 1
         epoch_deadline_delta[0] = 1
     elif s.profiler != NULL:
@@ -336,12 +345,6 @@ cdef struct Ticker:
     int64_t interval_ns
     uint64_t ticks
     pthread_t thread
-
-
-cdef inline int64_t monotonic_ns() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
 
 
 cdef inline timespec as_timespec(int64_t ns) noexcept nogil:
@@ -512,6 +515,13 @@ cdef class NativeProfiler:
     def sample_count(self) -> int:
         pthread_mutex_lock(&self.sampler.lock)
         n = self.sampler.samples
+        pthread_mutex_unlock(&self.sampler.lock)
+        return n
+
+    @property
+    def sampling_ns(self) -> int:
+        pthread_mutex_lock(&self.sampler.lock)
+        n = self.sampler.sampling_ns
         pthread_mutex_unlock(&self.sampler.lock)
         return n
 

@@ -167,6 +167,11 @@ class GuestProfiler:
         return int(self._native.sample_count)
 
     @property
+    def sampling_time(self) -> float:
+        """Seconds the guest's thread spent inside Wasmtime's sample call: the profiler's own cost there."""
+        return int(self._native.sampling_ns) / 1e9
+
+    @property
     def running(self) -> bool:
         return self._running
 
