@@ -15,19 +15,15 @@ import wasmtime
 from wasmtime import _bindings as capi
 from wasmtime import _ffi
 
-_Callback = ctypes.CFUNCTYPE(
-    ctypes.c_void_p,
-    ctypes.POINTER(capi.wasmtime_context_t),
-    ctypes.c_void_p,
-    ctypes.POINTER(ctypes.c_uint64),
-    ctypes.POINTER(capi.wasmtime_update_deadline_kind_t),
-)
+# The callback type exactly as wasmtime-py's bindings declare it (it returns an error pointer; 0 is none).
+_Callback = capi._wasmtime_store_epoch_deadline_callback.argtypes[1]
+_NoFinalizer = capi._wasmtime_store_epoch_deadline_callback.argtypes[3]
 
 
 def _name(text: str) -> capi.wasm_byte_vec_t:
     data = text.encode()
     vec = capi.wasm_byte_vec_t()
-    _ffi.wasm_byte_vec_new(ctypes.byref(vec), len(data), ctypes.create_string_buffer(data, len(data)))
+    _ffi.wasm_byte_vec_new(ctypes.byref(vec), len(data), (ctypes.c_uint8 * len(data)).from_buffer_copy(data))
     return vec
 
 
@@ -45,8 +41,7 @@ class PythonPeerProfiler:
         self.sample_count = 0
         self._last_cpu = time.thread_time_ns()
         self._callback = _Callback(self._on_epoch_deadline)
-        no_finalizer = ctypes.cast(0, ctypes.CFUNCTYPE(None, ctypes.c_void_p))
-        capi.wasmtime_store_epoch_deadline_callback(store.ptr(), self._callback, None, no_finalizer)
+        capi.wasmtime_store_epoch_deadline_callback(store.ptr(), self._callback, None, ctypes.cast(0, _NoFinalizer))
         store.set_epoch_deadline(1)
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, daemon=True)
@@ -58,7 +53,7 @@ class PythonPeerProfiler:
         self.sample_count += 1
         delta[0] = 1
         kind[0] = 0
-        return None
+        return 0
 
     def _tick(self) -> None:
         next_tick = time.monotonic() + self.interval

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 import wasmtime
-from conftest import instantiate, read_profile
+from conftest import instantiate, read_profile, run_isolated
 from guests import ANONYMOUS, CHAIN, NAMED
 
 from wasmtime_gp import GuestProfiler, ProfilerValueError, _abi
@@ -127,3 +127,26 @@ def test_sampling_time_is_the_cost_inside_the_sample_call(chain, spins_for):
         elapsed = time.perf_counter() - started
     assert profiler.sample_count > 50
     assert 0 < profiler.sampling_time < 0.5 * elapsed
+
+
+def test_a_starved_ticker_is_reported_not_hidden():
+    # On one CPU at 20 us, ticker and guest take turns: most samples come many intervals late.
+    result = run_isolated(
+        """
+        import os, warnings
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+        from conftest import instantiate
+        from guests import CHAIN
+        from wasmtime_gp import GuestProfiler
+        guest = instantiate(CHAIN)
+        profiler = GuestProfiler(guest.store, [guest.module], interval=0.00002)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with profiler:
+                guest.call("run", 300_000_000)
+        print([str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)])
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert "samples came more than two intervals" in result.stdout
+    assert "shares a CPU with the guest" in result.stdout

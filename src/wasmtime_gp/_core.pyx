@@ -255,6 +255,8 @@ cdef struct Sampler:
     wasmtime_store_t *store                # NULL once the store has dropped our callback
     bint sampling                          # between start() and stop()
     uint64_t samples
+    uint64_t late_samples                  # CPU delta above two intervals: the guest ran unsampled
+    uint64_t interval_ns
     uint64_t sampling_ns                   # time spent inside wasmtime_guestprofiler_sample
     pthread_t last_thread
     int64_t last_cpu_ns
@@ -295,6 +297,8 @@ cdef wasmtime_error_t *on_epoch_deadline(
         api.guestprofiler_sample(s.profiler, s.store, delta)
         s.sampling_ns += <uint64_t>(monotonic_ns() - entered)
         s.samples += 1
+        if delta > 2 * s.interval_ns:
+            s.late_samples += 1
         epoch_deadline_delta[0] = 1
     elif s.profiler != NULL:
         # Stopped but not finished: stay one tick ahead so start() resumes without touching the store.
@@ -423,6 +427,7 @@ cdef class NativeProfiler:
             raise MemoryError()
         pthread_mutex_init(&self.sampler.lock, NULL)
         self.sampler.refs = 1
+        self.sampler.interval_ns = interval_ns
         self.sampler.store = <wasmtime_store_t *>store_ptr
         with nogil:
             self.sampler.profiler = args.call_new()
@@ -515,6 +520,13 @@ cdef class NativeProfiler:
     def sample_count(self) -> int:
         pthread_mutex_lock(&self.sampler.lock)
         n = self.sampler.samples
+        pthread_mutex_unlock(&self.sampler.lock)
+        return n
+
+    @property
+    def late_sample_count(self) -> int:
+        pthread_mutex_lock(&self.sampler.lock)
+        n = self.sampler.late_samples
         pthread_mutex_unlock(&self.sampler.lock)
         return n
 

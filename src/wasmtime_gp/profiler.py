@@ -7,6 +7,7 @@ import math
 import os
 import tempfile
 import threading
+import warnings
 import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -31,6 +32,7 @@ MAX_INTERVAL = 3600.0  # seconds; a longer interval would never sample a real ru
 # Below this, waking from a sleep (about 20 us on a VM) costs more than the interval: the ticker wakes
 # early and spins to each deadline, which takes most of a core, so only where another core is free.
 SPIN_BELOW_INTERVAL = 50e-6
+STARVATION_MIN_SAMPLES = 20  # fewer samples say too little about the rate
 
 # Stores that have an unfinished profiler, by store address: a store has one epoch callback.
 _profilers_by_store: weakref.WeakValueDictionary[int, GuestProfiler] = weakref.WeakValueDictionary()
@@ -130,6 +132,7 @@ class GuestProfiler:
         self._modules = [module for _, module in named]  # Wasmtime holds its own references too
         self._running = False
         self._finished = False
+        self._warned_starved = False
         self._lock = threading.Lock()
         with _registry_lock:
             current = _profilers_by_store.get(store_address)
@@ -213,6 +216,22 @@ class GuestProfiler:
             if self._running:
                 self._native.stop()
                 self._running = False
+                self._warn_if_starved()
+
+    def _warn_if_starved(self) -> None:
+        """Warn once if most samples came late: the guest ran for over two intervals between them."""
+        samples, late = self._native.sample_count, self._native.late_sample_count
+        if self._warned_starved or samples < STARVATION_MIN_SAMPLES or 2 * late <= samples:
+            return
+        self._warned_starved = True
+        warnings.warn(
+            f"wasmtime-gp: {late} of {samples} samples came more than two intervals "
+            f"({2 * self._interval * 1e6:g} us of guest CPU time) after the previous one, so the profile "
+            "holds far fewer samples than asked for. The ticker most likely shares a CPU with the guest "
+            "(one CPU allowed, or a loaded machine): use a longer interval, or give the process a spare CPU.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
     def finish(self) -> bytes:
         """Stop, and return the profile as Firefox Profiler JSON. Ends the profiler."""
