@@ -41,7 +41,9 @@ class PythonPeerProfiler:
         self.sample_count = 0
         self._last_cpu = time.thread_time_ns()
         self._callback = _Callback(self._on_epoch_deadline)
-        capi.wasmtime_store_epoch_deadline_callback(store.ptr(), self._callback, None, ctypes.cast(0, _NoFinalizer))
+        capi.wasmtime_store_epoch_deadline_callback(
+            store.ptr(), self._callback, None, ctypes.cast(0, _NoFinalizer)
+        )
         store.set_epoch_deadline(1)
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, daemon=True)
