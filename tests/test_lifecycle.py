@@ -225,3 +225,12 @@ def test_a_thousand_start_finish_cycles_leave_memory_and_threads_flat(spins_for)
     print(f"RSS growth over 1000 cycles: {growth / 1024:.0f} KiB")
     assert growth < 8 * 1024 * 1024
     assert native_thread_count() == threads_before
+
+
+def test_save_gives_the_file_the_usual_mode(chain, tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = GuestProfiler(chain.store, [chain.module]).save(tmp_path / "out.json")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644

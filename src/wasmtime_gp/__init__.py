@@ -7,19 +7,27 @@ from wasmtime_gp._errors import (
     ModuleEngineError,
     ProfilerStateError,
     ProfilerTypeError,
+    ProfileFormatError,
     ProfilerValueError,
     WasmtimeABIError,
 )
+from wasmtime_gp.profile import CallNode, Frame, FunctionStats, Profile, Sample
 from wasmtime_gp.profiler import GuestProfiler
 
 __all__ = [
+    "CallNode",
     "ClosedObjectError",
     "EngineConfigError",
+    "Frame",
+    "FunctionStats",
     "GuestProfiler",
     "GuestProfilerError",
     "ModuleEngineError",
+    "Profile",
+    "ProfileFormatError",
     "ProfilerStateError",
     "ProfilerTypeError",
     "ProfilerValueError",
+    "Sample",
     "WasmtimeABIError",
 ]

@@ -29,5 +29,9 @@ class ProfilerStateError(GuestProfilerError, RuntimeError):
     """A call that the profiler's state does not allow (start twice, use after finish, ...)."""
 
 
+class ProfileFormatError(GuestProfilerError, ValueError):
+    """Data that is not a Wasmtime guest profile (not JSON, or not the Firefox processed format)."""
+
+
 class WasmtimeABIError(GuestProfilerError, ImportError):
     """The installed wasmtime-py does not provide the C API this package binds."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import atexit
 import math
 import os
-import tempfile
+import secrets
 import threading
 import warnings
 import weakref
@@ -17,6 +17,7 @@ from typing import Union
 import wasmtime
 
 from wasmtime_gp import _checks, _core, _module_names, _wasmtime_py
+from wasmtime_gp.profile import Profile
 from wasmtime_gp._errors import (
     GuestProfilerError,
     ProfilerStateError,
@@ -133,6 +134,7 @@ class GuestProfiler:
         self._running = False
         self._finished = False
         self._warned_starved = False
+        self._result: bytes | None = None
         self._lock = threading.Lock()
         with _registry_lock:
             current = _profilers_by_store.get(store_address)
@@ -237,12 +239,24 @@ class GuestProfiler:
         """Stop, and return the profile as Firefox Profiler JSON. Ends the profiler."""
         with self._lock:
             self._require_unfinished("finish()")
-            self._running = False
+            if self._running:
+                self._native.stop()
+                self._running = False
+                self._warn_if_starved()
             self._finished = True
             try:
-                return bytes(self._native.finish())
+                self._result = bytes(self._native.finish())
             except RuntimeError as exc:
                 raise GuestProfilerError(f"Wasmtime could not write the profile: {exc}") from None
+            return self._result
+
+    def profile(self) -> Profile:
+        """The profile as a `Profile`: finishes the profiler first if it is not finished yet."""
+        if not self._finished:
+            self.finish()
+        if self._result is None:
+            raise ProfilerStateError("the profiler finished without a profile (Wasmtime failed to write it)")
+        return Profile.from_bytes(self._result)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Finish, then write the profile to `path` atomically; return the path."""
@@ -254,7 +268,9 @@ class GuestProfiler:
         if not target.parent.is_dir():
             raise ProfilerValueError(f"cannot save to {target}: {target.parent} is not a directory")
         data = self.finish()
-        fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        # Not mkstemp: the file should get the usual umask-based mode, not 0600.
+        temporary = target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(fd, "wb") as out:
                 out.write(data)

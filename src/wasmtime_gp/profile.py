@@ -1,0 +1,193 @@
+"""Profile: read the Firefox processed-profile JSON that Wasmtime's guest profiler writes.
+
+Wasmtime 19 to 38 write the format of fxprof-processed-profile 0.6 (preprocessedProfileVersion 46, sample times
+in `samples.time`); 39 and later write 0.8's (version 55, `samples.timeDeltas`). Both are read here; anything
+that is not such a profile raises ProfileFormatError.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from itertools import accumulate
+from typing import Any, Literal
+
+from wasmtime_gp._errors import ProfileFormatError
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One wasm function in a stack."""
+
+    function: str
+    module: str
+
+    def __str__(self) -> str:
+        return f"{self.function} [{self.module}]"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One sample: the stack from the outermost frame to the innermost, when, and the CPU it accounts for."""
+
+    stack: tuple[Frame, ...]
+    time: float  # seconds since the profile started
+    cpu_delta: float  # seconds of the guest thread's CPU time since the previous sample (0 if not recorded)
+
+
+@dataclass(frozen=True)
+class FunctionStats:
+    """A row of `Profile.top()`."""
+
+    frame: Frame
+    self_samples: int
+    total_samples: int
+    self_percent: float
+    total_percent: float
+
+
+@dataclass
+class CallNode:
+    """A node of `Profile.call_tree()`; the root has no frame and holds every sample."""
+
+    frame: Frame | None
+    total: int = 0  # samples with this node on the stack
+    self: int = 0  # samples with this node innermost
+    children: dict[Frame, CallNode] = field(default_factory=dict)
+
+    def sorted_children(self) -> list[CallNode]:
+        return sorted(self.children.values(), key=lambda node: (-node.total, str(node.frame)))
+
+
+class Profile:
+    """A guest profile: its samples, with summaries and exports."""
+
+    def __init__(self, name: str, interval: float, start_time: float, duration: float, samples: list[Sample]):
+        self.name = name
+        self.interval = interval  # seconds, as requested
+        self.start_time = start_time  # seconds since the Unix epoch
+        self.duration = duration  # seconds from the profiler's creation to its finish
+        self.samples = samples
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Profile:
+        """Read a profile file written by wasmtime-gp or by `wasmtime run --profile=guest`."""
+        with open(path, "rb") as file:
+            data = file.read()
+        return cls.from_bytes(data, source=os.fspath(path))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str = "the data") -> Profile:
+        try:
+            raw = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise ProfileFormatError(f"{source} is not JSON: {exc}") from None
+        try:
+            return _parse(raw)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            raise ProfileFormatError(
+                f"{source} is not a Wasmtime guest profile (Firefox processed format): "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
+
+    # -- summaries -------------------------------------------------------------------------
+
+    @property
+    def sample_count(self) -> int:
+        return len(self.samples)
+
+    @property
+    def cpu_time(self) -> float:
+        return sum(sample.cpu_delta for sample in self.samples)
+
+    def top(self, n: int = 10, by: Literal["self", "total"] = "self") -> list[FunctionStats]:
+        """The `n` functions with the most samples, innermost (`self`) or anywhere on the stack (`total`)."""
+        if by not in ("self", "total"):
+            raise ValueError(f'by must be "self" or "total", not {by!r}')
+        self_counts: Counter[Frame] = Counter()
+        total_counts: Counter[Frame] = Counter()
+        depth: dict[Frame, int] = {}  # the shallowest place a function was seen: ties go to callers
+        for sample in self.samples:
+            if sample.stack:
+                self_counts[sample.stack[-1]] += 1
+            total_counts.update(set(sample.stack))  # recursion counts once per sample
+            for level, frame in enumerate(sample.stack):
+                depth[frame] = min(level, depth.get(frame, level))
+        count = max(len(self.samples), 1)
+        if by == "self":
+            order = sorted(total_counts, key=lambda f: (-self_counts[f], -total_counts[f], depth[f], str(f)))
+        else:
+            order = sorted(total_counts, key=lambda f: (-total_counts[f], depth[f], str(f)))
+        return [
+            FunctionStats(f, self_counts[f], total_counts[f], 100 * self_counts[f] / count, 100 * total_counts[f] / count)
+            for f in order[:n]
+        ]
+
+    def call_tree(self) -> CallNode:
+        root = CallNode(None)
+        for sample in self.samples:
+            node = root
+            node.total += 1
+            for frame in sample.stack:
+                node = node.children.setdefault(frame, CallNode(frame))
+                node.total += 1
+            node.self += 1
+        return root
+
+    def stack_counts(self) -> Counter[tuple[Frame, ...]]:
+        """How many samples each distinct stack has."""
+        return Counter(sample.stack for sample in self.samples)
+
+    def __repr__(self) -> str:
+        return f"<Profile {self.name!r}: {len(self.samples)} samples over {self.duration:.3f} s>"
+
+
+def _parse(raw: dict[str, Any]) -> Profile:
+    meta = raw["meta"]
+    threads = raw["threads"]
+    if not isinstance(threads, list) or len(threads) != 1:
+        raise ValueError(f"expected one thread, found {len(threads) if isinstance(threads, list) else threads!r}")
+    thread = threads[0]
+    strings = thread["stringArray"] if "stringArray" in thread else raw["shared"]["stringArray"]
+    libs = [lib["name"] for lib in raw["libs"]]
+    resources = thread["resourceTable"]
+    funcs = thread["funcTable"]
+    resource_module = [
+        libs[lib] if lib is not None else strings[name] for lib, name in zip(resources["lib"], resources["name"])
+    ]
+    func_frames = [
+        Frame(str(strings[name]), resource_module[resource] if resource is not None and resource >= 0 else "")
+        for name, resource in zip(funcs["name"], funcs["resource"])
+    ]
+    frame_func = thread["frameTable"]["func"]
+    prefixes, stack_frames = thread["stackTable"]["prefix"], thread["stackTable"]["frame"]
+
+    stacks: list[tuple[Frame, ...]] = []
+    for prefix, frame in zip(prefixes, stack_frames):
+        # A stack's prefix always comes before it in the table.
+        parent = stacks[prefix] if prefix is not None else ()
+        stacks.append((*parent, func_frames[frame_func[frame]]))
+
+    table = thread["samples"]
+    times = table["time"] if "time" in table else list(accumulate(table["timeDeltas"]))
+    cpu_deltas = table.get("threadCPUDelta") or [0] * len(times)
+    unit = meta.get("sampleUnits", {}).get("threadCPUDelta", "µs")
+    cpu_scale = {"µs": 1e-6, "ns": 1e-9, "variable CPU cycles": 0.0}.get(unit, 1e-6)
+    samples = [
+        Sample(stacks[stack] if stack is not None else (), time / 1000, (delta or 0) * cpu_scale)
+        for stack, time, delta in zip(table["stack"], times, cpu_deltas)
+    ]
+    if len(samples) != table.get("length", len(samples)):
+        raise ValueError("the samples table is truncated")
+    end = thread.get("processShutdownTime") or (times[-1] if times else 0.0)
+    return Profile(
+        name=str(thread.get("processName") or meta.get("product", "")),
+        interval=float(meta["interval"]) / 1000,
+        start_time=float(meta["startTime"]) / 1000,
+        duration=float(end) / 1000,
+        samples=samples,
+    )

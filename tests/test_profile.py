@@ -1,0 +1,84 @@
+"""Profile: reading what every Wasmtime release writes, summaries, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from wasmtime_gp import Frame, GuestProfiler, Profile, ProfileFormatError
+
+DATA = Path(__file__).parent / "data"
+# One real profile per format: fxprof-processed-profile 0.6 (Wasmtime 19-38) and 0.8 (39 and later).
+FIXTURES = sorted(DATA.glob("chain-wasmtime*.json"))
+INNER, MIDDLE, OUTER = (Frame(name, "chain") for name in ("inner", "middle", "outer"))
+
+
+def test_fixtures_cover_both_formats():
+    versions = {json.loads(path.read_bytes())["meta"]["preprocessedProfileVersion"] for path in FIXTURES}
+    assert versions == {46, 55}
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])
+def test_every_format_reads_the_same(path):
+    profile = Profile.load(path)
+    assert profile.name == "chain"
+    assert profile.interval == pytest.approx(0.001)
+    assert profile.sample_count > 30
+    assert profile.duration >= profile.samples[-1].time > profile.samples[0].time >= 0
+    assert all(later.time >= earlier.time for earlier, later in zip(profile.samples, profile.samples[1:]))
+    assert profile.stack_counts().most_common(1)[0][0] == (OUTER, MIDDLE, INNER)
+    assert 0.5 * profile.duration < profile.cpu_time <= profile.duration * 1.05
+    top = profile.top(3)
+    assert top[0].frame == INNER and top[0].self_percent > 80
+    assert [row.frame for row in profile.top(3, by="total")][:1] == [OUTER]
+
+
+def test_call_tree_nests_and_counts(chain, spins_for):
+    with GuestProfiler(chain.store, [chain.module], interval=0.0005) as profiler:
+        chain.call("run", spins_for(0.1))
+    tree = profiler.profile().call_tree()
+    assert tree.frame is None and tree.total == profiler.sample_count
+    (outer,) = tree.sorted_children()
+    assert outer.frame == OUTER and outer.total == tree.total
+    (middle,) = outer.sorted_children()
+    inner = middle.children[INNER]
+    assert inner.self == inner.total > 0.8 * tree.total
+    assert sum(node.total for node in outer.children.values()) + outer.self == outer.total
+
+
+def test_profile_from_a_profiler_before_and_after_finish(chain, spins_for):
+    profiler = GuestProfiler(chain.store, [chain.module], interval=0.001)
+    with profiler:
+        chain.call("run", spins_for(0.05))
+    first = profiler.profile()  # finishes
+    assert profiler.finished and first.sample_count == profiler.sample_count
+    assert profiler.profile().sample_count == first.sample_count
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "is not JSON"),
+        (b"{not json", "is not JSON"),
+        (b"\xff\xfe", "is not JSON"),
+        (b"[1, 2, 3]", "not a Wasmtime guest profile"),
+        (b'{"meta": {}}', "not a Wasmtime guest profile"),
+        (b'{"meta": {"interval": 1}, "threads": []}', "expected one thread"),
+        (b"[" * 100_000, "is not JSON"),
+    ],
+)
+def test_bad_data_raises_a_clear_error(data, message):
+    with pytest.raises(ProfileFormatError, match=message):
+        Profile.from_bytes(data)
+
+
+def test_truncated_profile_is_refused():
+    data = FIXTURES[-1].read_bytes()
+    raw = json.loads(data)
+    raw["threads"][0]["samples"]["stack"] = raw["threads"][0]["samples"]["stack"][:-5]
+    with pytest.raises(ProfileFormatError, match="truncated"):
+        Profile.from_bytes(json.dumps(raw).encode())
+    with pytest.raises(ProfileFormatError):
+        Profile.from_bytes(data[: len(data) // 2])
