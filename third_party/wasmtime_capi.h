@@ -116,5 +116,8 @@ typedef void (*wasm_byte_vec_delete_fn)(wasm_byte_vec_t *vec);
 typedef void (*wasmtime_error_message_fn)(const wasmtime_error_t *error,
                                           wasm_name_t *message);
 typedef void (*wasmtime_error_delete_fn)(wasmtime_error_t *error);
+/* Returning a new error from the epoch-deadline callback traps the guest.
+ * Holds for: 19 -> 50. */
+typedef wasmtime_error_t *(*wasmtime_error_new_fn)(const char *message);
 
 #endif /* WASMTIME_GP_CAPI_H */

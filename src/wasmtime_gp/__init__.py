@@ -5,9 +5,9 @@ from wasmtime_gp._errors import (
     EngineConfigError,
     GuestProfilerError,
     ModuleEngineError,
+    ProfileFormatError,
     ProfilerStateError,
     ProfilerTypeError,
-    ProfileFormatError,
     ProfilerValueError,
     WasmtimeABIError,
 )

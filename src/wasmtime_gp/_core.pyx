@@ -47,6 +47,7 @@ cdef struct CApi:
     wasm_byte_vec_delete_fn byte_vec_delete
     wasmtime_error_message_fn error_message
     wasmtime_error_delete_fn error_delete
+    wasmtime_error_new_fn error_new
 
 cdef CApi api
 cdef bint api_bound = False
@@ -65,6 +66,7 @@ _REQUIRED_SYMBOLS = (
     "wasm_byte_vec_delete",
     "wasmtime_error_message",
     "wasmtime_error_delete",
+    "wasmtime_error_new",
 )
 
 
@@ -98,6 +100,7 @@ def bind(size_t library_handle, bint engine_first) -> list:
     api.byte_vec_delete = <wasm_byte_vec_delete_fn>_resolve(h, "wasm_byte_vec_delete", missing)
     api.error_message = <wasmtime_error_message_fn>_resolve(h, "wasmtime_error_message", missing)
     api.error_delete = <wasmtime_error_delete_fn>_resolve(h, "wasmtime_error_delete", missing)
+    api.error_new = <wasmtime_error_new_fn>_resolve(h, "wasmtime_error_new", missing)
     # Optional (Wasmtime >= 24): without it the ticker borrows wasmtime-py's engine pointer.
     api.engine_clone = <wasmtime_engine_clone_fn>dlsym(h, b"wasmtime_engine_clone")
     new_takes_engine = engine_first
@@ -254,6 +257,7 @@ cdef struct Sampler:
     wasmtime_guestprofiler_t *profiler     # NULL once finished or dropped
     wasmtime_store_t *store                # NULL once the store has dropped our callback
     bint sampling                          # between start() and stop()
+    bint interrupt                         # trap the guest at its next epoch check
     uint64_t samples
     uint64_t late_samples                  # CPU delta above two intervals: the guest ran unsampled
     uint64_t interval_ns
@@ -284,6 +288,7 @@ cdef wasmtime_error_t *on_epoch_deadline(
     cdef int64_t now, entered
     cdef uint64_t delta = 0
     cdef pthread_t me = pthread_self()
+    cdef bint interrupt
     pthread_mutex_lock(&s.lock)
     if s.profiler != NULL and s.sampling and s.store != NULL:
         now = thread_cpu_ns()
@@ -305,8 +310,12 @@ cdef wasmtime_error_t *on_epoch_deadline(
         epoch_deadline_delta[0] = 1
     else:
         epoch_deadline_delta[0] = FAR_DEADLINE_TICKS
+    interrupt = s.interrupt
+    s.interrupt = False
     pthread_mutex_unlock(&s.lock)
     update_kind[0] = WASMTIME_UPDATE_DEADLINE_CONTINUE
+    if interrupt:
+        return api.error_new(b"interrupted by wasmtime-gp")
     return NULL
 
 
@@ -486,6 +495,14 @@ cdef class NativeProfiler:
         if self.store_attached:
             api.context_set_epoch_deadline(<wasmtime_context_t *>context_ptr, 1)
         self._start_ticker()
+
+    def interrupt(self) -> None:
+        """Trap the guest at its next epoch check (after taking that sample). Safe from any thread."""
+        pthread_mutex_lock(&self.sampler.lock)
+        self.sampler.interrupt = True
+        pthread_mutex_unlock(&self.sampler.lock)
+        # One tick of our own, so that the deadline is reached even with the ticker stopped.
+        api.engine_increment_epoch(self.engine)
 
     def stop(self) -> None:
         """Stop sampling and join the ticker. Safe from any thread, while the guest runs."""

@@ -45,3 +45,4 @@ cdef extern from "wasmtime_capi.h" nogil:
     ctypedef void (*wasm_byte_vec_delete_fn)(wasm_byte_vec_t *) noexcept nogil
     ctypedef void (*wasmtime_error_message_fn)(const wasmtime_error_t *, wasm_name_t *) noexcept nogil
     ctypedef void (*wasmtime_error_delete_fn)(wasmtime_error_t *) noexcept nogil
+    ctypedef wasmtime_error_t *(*wasmtime_error_new_fn)(const char *) noexcept nogil

@@ -123,7 +123,13 @@ class Profile:
         else:
             order = sorted(total_counts, key=lambda f: (-total_counts[f], depth[f], str(f)))
         return [
-            FunctionStats(f, self_counts[f], total_counts[f], 100 * self_counts[f] / count, 100 * total_counts[f] / count)
+            FunctionStats(
+                f,
+                self_counts[f],
+                total_counts[f],
+                100 * self_counts[f] / count,
+                100 * total_counts[f] / count,
+            )
             for f in order[:n]
         ]
 
@@ -150,14 +156,17 @@ def _parse(raw: dict[str, Any]) -> Profile:
     meta = raw["meta"]
     threads = raw["threads"]
     if not isinstance(threads, list) or len(threads) != 1:
-        raise ValueError(f"expected one thread, found {len(threads) if isinstance(threads, list) else threads!r}")
+        raise ValueError(
+            f"expected one thread, found {len(threads) if isinstance(threads, list) else threads!r}"
+        )
     thread = threads[0]
     strings = thread["stringArray"] if "stringArray" in thread else raw["shared"]["stringArray"]
     libs = [lib["name"] for lib in raw["libs"]]
     resources = thread["resourceTable"]
     funcs = thread["funcTable"]
     resource_module = [
-        libs[lib] if lib is not None else strings[name] for lib, name in zip(resources["lib"], resources["name"])
+        libs[lib] if lib is not None else strings[name]
+        for lib, name in zip(resources["lib"], resources["name"])
     ]
     func_frames = [
         Frame(str(strings[name]), resource_module[resource] if resource is not None and resource >= 0 else "")

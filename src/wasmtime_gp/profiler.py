@@ -17,13 +17,13 @@ from typing import Union
 import wasmtime
 
 from wasmtime_gp import _checks, _core, _module_names, _wasmtime_py
-from wasmtime_gp.profile import Profile
 from wasmtime_gp._errors import (
     GuestProfilerError,
     ProfilerStateError,
     ProfilerTypeError,
     ProfilerValueError,
 )
+from wasmtime_gp.profile import Profile
 
 ModuleSpec = Union[wasmtime.Module, tuple[str, wasmtime.Module]]
 ModulesArg = Union[Sequence[ModuleSpec], Mapping[str, wasmtime.Module]]
@@ -184,6 +184,11 @@ class GuestProfiler:
     def finished(self) -> bool:
         return self._finished
 
+    def _require_engine(self) -> None:
+        """Wasmtime < 24: our native side borrows wasmtime-py's engine pointer, so it must be open."""
+        if not _core.can_clone_engine():
+            _wasmtime_py.engine_address(self._engine)  # a closed engine raises ClosedObjectError
+
     def _require_unfinished(self, action: str) -> None:
         if self._finished:
             raise ProfilerStateError(f"cannot {action}: the profiler is finished")
@@ -202,8 +207,7 @@ class GuestProfiler:
             self._require_unfinished("start()")
             if self._running:
                 raise ProfilerStateError("the profiler is already running")
-            if not _core.can_clone_engine():
-                _wasmtime_py.engine_address(self._engine)  # a closed engine raises ClosedObjectError
+            self._require_engine()
             if not self._native.store_attached:
                 raise ProfilerStateError(
                     "the profiler lost its store: the store was closed, or another epoch-deadline "
@@ -211,6 +215,20 @@ class GuestProfiler:
                 )
             self._native.start(_wasmtime_py.context_address(self._store))
             self._running = True
+
+    def interrupt(self) -> None:
+        """Make the guest trap at its next epoch check; safe from any thread. Samples taken are kept.
+
+        The trap surfaces in the thread running the guest as a `wasmtime.Trap` (or `WasmtimeError`)
+        whose message contains "interrupted by wasmtime-gp". A guest blocked in a host call traps once
+        it is back in wasm.
+        """
+        with self._lock:
+            self._require_unfinished("interrupt()")
+            if not self._native.store_attached:
+                raise ProfilerStateError("the profiler lost its store")
+            self._require_engine()
+            self._native.interrupt()
 
     def stop(self) -> None:
         """Stop sampling; idempotent, safe from any thread, and a no-op once finished."""

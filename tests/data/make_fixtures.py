@@ -12,10 +12,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from conftest import instantiate  # noqa: E402
-from guests import CHAIN  # noqa: E402
+from conftest import instantiate
+from guests import CHAIN
 
-from wasmtime_gp import GuestProfiler  # noqa: E402
+from wasmtime_gp import GuestProfiler
 
 guest = instantiate(CHAIN)
 with GuestProfiler(guest.store, [guest.module], interval=0.001) as profiler:

@@ -1,0 +1,122 @@
+"""pprof: a gzipped `perftools.profiles.Profile` protocol buffer, as `go tool pprof` reads.
+
+The message types are declared here, field by field, from pprof's documented profile.proto, and encoded by the
+protobuf library (the `pprof` extra): no generated code and no protoc needed.
+"""
+
+from __future__ import annotations
+
+import gzip
+from functools import lru_cache
+from typing import Any
+
+from wasmtime_gp._errors import GuestProfilerError
+from wasmtime_gp.profile import Frame, Profile
+
+# (message, [(field, number, type, repeated)]) from profile.proto; type is a scalar name or a message name.
+_SCHEMA = [
+    ("ValueType", [("type", 1, "int64", False), ("unit", 2, "int64", False)]),
+    ("Label", [("key", 1, "int64", False), ("str", 2, "int64", False), ("num", 3, "int64", False),
+               ("num_unit", 4, "int64", False)]),
+    ("Sample", [("location_id", 1, "uint64", True), ("value", 2, "int64", True), ("label", 3, "Label", True)]),
+    ("Mapping", [("id", 1, "uint64", False), ("memory_start", 2, "uint64", False),
+                 ("memory_limit", 3, "uint64", False), ("file_offset", 4, "uint64", False),
+                 ("filename", 5, "int64", False), ("build_id", 6, "int64", False),
+                 ("has_functions", 7, "bool", False), ("has_filenames", 8, "bool", False),
+                 ("has_line_numbers", 9, "bool", False), ("has_inline_frames", 10, "bool", False)]),
+    ("Line", [("function_id", 1, "uint64", False), ("line", 2, "int64", False), ("column", 3, "int64", False)]),
+    ("Location", [("id", 1, "uint64", False), ("mapping_id", 2, "uint64", False), ("address", 3, "uint64", False),
+                  ("line", 4, "Line", True), ("is_folded", 5, "bool", False)]),
+    ("Function", [("id", 1, "uint64", False), ("name", 2, "int64", False), ("system_name", 3, "int64", False),
+                  ("filename", 4, "int64", False), ("start_line", 5, "int64", False)]),
+    ("Profile", [("sample_type", 1, "ValueType", True), ("sample", 2, "Sample", True),
+                 ("mapping", 3, "Mapping", True), ("location", 4, "Location", True),
+                 ("function", 5, "Function", True), ("string_table", 6, "string", True),
+                 ("drop_frames", 7, "int64", False), ("keep_frames", 8, "int64", False),
+                 ("time_nanos", 9, "int64", False), ("duration_nanos", 10, "int64", False),
+                 ("period_type", 11, "ValueType", False), ("period", 12, "int64", False),
+                 ("comment", 13, "int64", True), ("default_sample_type", 14, "int64", False)]),
+]  # fmt: skip
+
+
+@lru_cache(maxsize=1)
+def _profile_class() -> Any:
+    try:
+        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    except ImportError:
+        raise GuestProfilerError(
+            "the pprof export needs the protobuf library: pip install 'wasmtime-gp[pprof]'"
+        ) from None
+    scalar = {
+        "int64": descriptor_pb2.FieldDescriptorProto.TYPE_INT64,
+        "uint64": descriptor_pb2.FieldDescriptorProto.TYPE_UINT64,
+        "bool": descriptor_pb2.FieldDescriptorProto.TYPE_BOOL,
+        "string": descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
+    }
+    file = descriptor_pb2.FileDescriptorProto(
+        name="wasmtime_gp/perftools_profile.proto", package="perftools.profiles", syntax="proto3"
+    )
+    for message_name, fields in _SCHEMA:
+        message = file.message_type.add(name=message_name)
+        for name, number, kind, repeated in fields:
+            field = message.field.add(name=name, number=number)
+            field.label = (
+                descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED
+                if repeated
+                else descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL
+            )
+            if kind in scalar:
+                field.type = scalar[kind]
+            else:
+                field.type = descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE
+                field.type_name = f".perftools.profiles.{kind}"
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("perftools.profiles.Profile"))
+
+
+def to_pprof(profile: Profile) -> bytes:
+    """The gzipped profile: sample types samples/count and cpu/nanoseconds, period = the interval."""
+    message = _profile_class()()
+    strings: dict[str, int] = {}
+
+    def string(text: str) -> int:
+        if text not in strings:
+            strings[text] = len(strings)
+            message.string_table.append(text)
+        return strings[text]
+
+    string("")  # pprof requires string_table[0] == ""
+    for kind, unit in (("samples", "count"), ("cpu", "nanoseconds")):
+        message.sample_type.add(type=string(kind), unit=string(unit))
+    message.period_type.type = string("cpu")
+    message.period_type.unit = string("nanoseconds")
+    message.period = round(profile.interval * 1e9)
+    message.time_nanos = round(profile.start_time * 1e9)
+    message.duration_nanos = round(profile.duration * 1e9)
+
+    mappings: dict[str, int] = {}
+    locations: dict[Frame, int] = {}  # one location (and one function) per distinct frame
+    for stack in profile.stack_counts():
+        for frame in stack:
+            if frame in locations:
+                continue
+            if frame.module not in mappings:
+                mappings[frame.module] = len(mappings) + 1
+                message.mapping.add(
+                    id=mappings[frame.module], filename=string(frame.module), has_functions=True
+                )
+            ident = len(locations) + 1
+            locations[frame] = ident
+            message.function.add(id=ident, name=string(frame.function), system_name=string(frame.function),
+                                 filename=string(frame.module))  # fmt: skip
+            location = message.location.add(id=ident, mapping_id=mappings[frame.module])
+            location.line.add(function_id=ident)
+
+    for sample in profile.samples:
+        if sample.stack:
+            message.sample.add(
+                location_id=[locations[frame] for frame in reversed(sample.stack)],  # leaf first
+                value=[1, round(sample.cpu_delta * 1e9)],
+            )
+    return gzip.compress(message.SerializeToString(), mtime=0)

@@ -1,0 +1,102 @@
+"""The text report: a summary line, a top-N table and a call tree with percentages."""
+
+from __future__ import annotations
+
+import os
+from typing import TextIO
+
+from wasmtime_gp.profile import CallNode, Profile
+
+_RESET, _BOLD, _DIM = "\x1b[0m", "\x1b[1m", "\x1b[2m"
+_RED, _YELLOW, _GREEN = "\x1b[31m", "\x1b[33m", "\x1b[32m"
+
+
+def use_color(stream: TextIO) -> bool:
+    """Colour only on a terminal, and never when NO_COLOR is set (https://no-color.org)."""
+    return stream.isatty() and "NO_COLOR" not in os.environ
+
+
+class _Paint:
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def __call__(self, text: str, *codes: str) -> str:
+        return f"{''.join(codes)}{text}{_RESET}" if self.enabled and codes else text
+
+    def percent(self, value: float, text: str) -> str:
+        # The colour bands of pyinstrument: hot, warm, noticeable, the rest dimmed.
+        code = _RED if value >= 60 else _YELLOW if value >= 30 else _GREEN if value >= 10 else _DIM
+        return self(text, code)
+
+
+def summary_line(profile: Profile) -> str:
+    return (
+        f"{profile.name}: {profile.sample_count:,} samples every {_duration(profile.interval)} "
+        f"over {profile.duration:.2f} s (guest CPU {profile.cpu_time:.2f} s)"
+    )
+
+
+def top_table(profile: Profile, n: int = 15, color: bool = False) -> str:
+    paint = _Paint(color)
+    rows = profile.top(n, by="self")
+    lines = [paint(f"{'self %':>7}  {'total %':>7}  {'samples':>8}  function [module]", _BOLD)]
+    for row in rows:
+        lines.append(
+            f"{paint.percent(row.self_percent, f'{row.self_percent:7.1f}')}  "
+            f"{paint.percent(row.total_percent, f'{row.total_percent:7.1f}')}  "
+            f"{row.self_samples:8,}  {paint(row.frame.function, _BOLD)} {paint(f'[{row.frame.module}]', _DIM)}"
+        )
+    if not rows:
+        lines.append("  (no samples with guest frames)")
+    return "\n".join(lines)
+
+
+def call_tree(profile: Profile, min_percent: float = 1.0, max_depth: int = 40, color: bool = False) -> str:
+    """The call tree, pruned of nodes under `min_percent` of all samples."""
+    paint = _Paint(color)
+    root = profile.call_tree()
+    total = max(root.total, 1)
+    lines: list[str] = []
+
+    def walk(node: CallNode, indent: str, child_indent: str, module: str | None, depth: int) -> None:
+        assert node.frame is not None
+        percent = 100 * node.total / total
+        label = paint(node.frame.function, _BOLD)
+        if node.frame.module != module:
+            label += " " + paint(f"[{node.frame.module}]", _DIM)
+        lines.append(f"{indent}{paint.percent(percent, f'{percent:5.1f}%')} {label}")
+        children = [c for c in node.sorted_children() if 100 * c.total / total >= min_percent]
+        if depth >= max_depth and children:
+            lines.append(f"{child_indent}└─ {paint('...', _DIM)}")
+            return
+        for index, child in enumerate(children):
+            last = index == len(children) - 1
+            walk(
+                child,
+                child_indent + ("└─ " if last else "├─ "),
+                child_indent + ("   " if last else "│  "),
+                node.frame.module,
+                depth + 1,
+            )
+
+    for child in root.sorted_children():
+        if 100 * child.total / total >= min_percent:
+            walk(child, "", "", None, 1)
+    if not lines:
+        lines.append("(no samples with guest frames)")
+    return "\n".join(lines)
+
+
+def render(profile: Profile, top: int = 15, tree: bool = True, color: bool = False) -> str:
+    parts = [summary_line(profile), "", top_table(profile, top, color)]
+    if tree:
+        parts += ["", call_tree(profile, color=color)]
+    return "\n".join(parts) + "\n"
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:g} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:g} ms"
+    return f"{seconds * 1e6:g} us"

@@ -1,0 +1,39 @@
+"""The real consumers of our exports, installed by .ci/run: speedscope and flamegraph (npm), Chromium, Go.
+
+Locally a missing tool skips its test; with WASMTIME_GP_REQUIRE_TOOLS=1 (as .ci/run sets) it fails instead,
+so CI can never pass by skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NODE_TOOLS = Path(os.environ.get("WASMTIME_GP_TEST_TOOLS", ROOT / "build" / "test-tools")) / "node_modules"
+
+
+def _missing(what: str) -> None:
+    message = f"{what} is not installed (.ci/run installs it)"
+    if os.environ.get("WASMTIME_GP_REQUIRE_TOOLS") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def node_package(name: str) -> Path:
+    path = NODE_TOOLS / name
+    if not path.is_dir() or shutil.which("node") is None:
+        _missing(f"the npm package {name}")
+    return path
+
+
+def program(*names: str) -> str:
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    _missing(" or ".join(names))
+    raise AssertionError("unreachable")
