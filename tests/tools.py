@@ -1,4 +1,4 @@
-"""The real consumers of our exports, installed by .ci/run: speedscope and flamegraph (npm), Chromium, Go.
+"""The real consumers of our exports, installed by .ci/run: speedscope (npm), Chromium and Go.
 
 Locally a missing tool skips its test; with WASMTIME_GP_REQUIRE_TOOLS=1 (as .ci/run sets) it fails instead,
 so CI can never pass by skipping.
