@@ -1,4 +1,5 @@
-"""The real consumers of our exports, installed by .ci/run: speedscope (npm), Chromium and Go.
+"""Real programs the tests need, installed by .ci/run: speedscope (npm), Chromium, Go, and C programs
+compiled to wasm32-wasi.
 
 Locally a missing tool skips its test; with WASMTIME_GP_REQUIRE_TOOLS=1 (as .ci/run sets) it fails instead,
 so CI can never pass by skipping.
@@ -27,6 +28,15 @@ def node_package(name: str) -> Path:
     path = NODE_TOOLS / name
     if not path.is_dir() or shutil.which("node") is None:
         _missing(f"the npm package {name}")
+    return path
+
+
+def wasm_program(name: str) -> Path:
+    """A real program compiled to wasm32-wasi by benchmarks/programs/build.sh (.ci/run builds them)."""
+    directory = Path(os.environ.get("WASMTIME_GP_PROGRAMS", ROOT / "benchmarks" / "build" / "programs"))
+    path = directory / f"{name}.wasm"
+    if not path.is_file():
+        _missing(f"{path} (benchmarks/programs/build.sh builds it)")
     return path
 
 
