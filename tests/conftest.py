@@ -128,5 +128,11 @@ def rss_bytes() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def native_thread_count() -> int:
-    return len(os.listdir("/proc/self/task"))
+def native_thread_count(expected: int | None = None, timeout: float = 2.0) -> int:
+    """Threads of this process; with `expected`, wait a little for exiting threads to be reaped first."""
+    deadline = time.monotonic() + timeout
+    count = len(os.listdir("/proc/self/task"))
+    while expected is not None and count != expected and time.monotonic() < deadline:
+        time.sleep(0.01)
+        count = len(os.listdir("/proc/self/task"))
+    return count

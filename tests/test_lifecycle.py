@@ -224,7 +224,7 @@ def test_a_thousand_start_finish_cycles_leave_memory_and_threads_flat(spins_for)
     growth = rss_bytes() - rss_before
     print(f"RSS growth over 1000 cycles: {growth / 1024:.0f} KiB")
     assert growth < 8 * 1024 * 1024
-    assert native_thread_count() == threads_before
+    assert native_thread_count(threads_before) == threads_before
 
 
 def test_save_gives_the_file_the_usual_mode(chain, tmp_path):

@@ -9,6 +9,7 @@ class NativeProfiler:
     def __init__(
         self,
         engine_ptr: int,
+        engine_key: int,
         store_ptr: int,
         process_name: bytes,
         interval_ns: int,
@@ -22,10 +23,10 @@ class NativeProfiler:
     @property
     def sample_count(self) -> int: ...
     @property
+    def callback_count(self) -> int: ...
+    @property
     def late_sample_count(self) -> int: ...
     @property
     def sampling_ns(self) -> int: ...
-    @property
-    def tick_count(self) -> int: ...
     @property
     def store_attached(self) -> bool: ...

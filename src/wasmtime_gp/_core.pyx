@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
-"""Native core of wasmtime-gp: the C API table, the sampler, the ticker thread.
+"""Native core of wasmtime-gp: the C API table, the probe, and the sampler behind each profiler.
 
 Nothing here is public. `profiler.py` owns validation and the user-facing state
 machine; this module owns native memory and threads, and never takes the GIL on
@@ -12,7 +12,7 @@ from libc.stdlib cimport calloc, free
 from libc.string cimport memset
 from libc.signal cimport signal, SIGABRT, SIGKILL
 from posix.resource cimport rlimit, setrlimit, RLIMIT_CORE
-from posix.signal cimport sigset_t, sigfillset, kill, SIG_SETMASK
+from posix.signal cimport kill
 from posix.time cimport timespec, clock_gettime, CLOCK_MONOTONIC, CLOCK_THREAD_CPUTIME_ID
 from posix.unistd cimport fork, pipe, dup2, close, read, _exit
 from posix.types cimport pid_t
@@ -21,8 +21,9 @@ from posix.dlfcn cimport dlsym
 
 from wasmtime_gp._wasmtime_capi cimport *
 from wasmtime_gp._posix cimport *
+from wasmtime_gp._ticker cimport Subscription, gp_load_i64, ticker_bind, ticker_subscribe, ticker_unsubscribe
 
-from libc.errno cimport errno, EINTR, ETIMEDOUT
+from libc.errno cimport errno, EINTR
 
 # Far enough that a detached store never hits it again: 2**48 ticks is 89 years at 100 kHz.
 cdef uint64_t FAR_DEADLINE_TICKS = 1ULL << 48
@@ -109,6 +110,8 @@ def bind(size_t library_handle, bint engine_first) -> list:
     else:
         api.guestprofiler_new_v19 = <wasmtime_guestprofiler_new_v19_fn>new_fn
     api_bound = not missing
+    if api_bound:
+        ticker_bind(api.engine_increment_epoch, api.engine_clone, api.engine_delete)
     return missing
 
 
@@ -258,6 +261,8 @@ cdef struct Sampler:
     wasmtime_store_t *store                # NULL once the store has dropped our callback
     bint sampling                          # between start() and stop()
     bint interrupt                         # trap the guest at its next epoch check
+    Subscription *subscription             # the shared ticker's clock for this engine, while sampling
+    uint64_t callbacks                     # every call of on_epoch_deadline, sampling or not
     uint64_t samples
     uint64_t late_samples                  # CPU delta above two intervals: the guest ran unsampled
     uint64_t interval_ns
@@ -285,12 +290,13 @@ cdef wasmtime_error_t *on_epoch_deadline(
         wasmtime_update_deadline_kind_t *update_kind) noexcept nogil:
     """Wasmtime calls this on the guest's thread when the store crosses its epoch deadline. No GIL."""
     cdef Sampler *s = <Sampler *>data
-    cdef int64_t now, entered
+    cdef int64_t now, entered, tick_ns
     cdef uint64_t delta = 0
     cdef pthread_t me = pthread_self()
     cdef bint interrupt
     pthread_mutex_lock(&s.lock)
-    if s.profiler != NULL and s.sampling and s.store != NULL:
+    s.callbacks += 1
+    if s.profiler != NULL and s.sampling and s.store != NULL and s.subscription != NULL:
         now = thread_cpu_ns()
         # A CPU delta is only meaningful against a reading taken on this same thread.
         if s.have_last and pthread_equal(s.last_thread, me) and now >= s.last_cpu_ns:
@@ -304,11 +310,11 @@ cdef wasmtime_error_t *on_epoch_deadline(
         s.samples += 1
         if delta > 2 * s.interval_ns:
             s.late_samples += 1
-        epoch_deadline_delta[0] = 1
-    elif s.profiler != NULL:
-        # Stopped but not finished: stay one tick ahead so start() resumes without touching the store.
-        epoch_deadline_delta[0] = 1
+        # The engine ticks at the finest interval asked for on it: ours may be a multiple of it.
+        tick_ns = gp_load_i64(&s.subscription.clock.interval_ns)
+        epoch_deadline_delta[0] = max(1, (<int64_t>s.interval_ns + tick_ns // 2) // tick_ns) if tick_ns > 0 else 1
     else:
+        # Stopped or finished: no more callbacks until start() sets a near deadline again.
         epoch_deadline_delta[0] = FAR_DEADLINE_TICKS
     interrupt = s.interrupt
     s.interrupt = False
@@ -347,92 +353,24 @@ cdef void on_callback_dropped(void *data) noexcept nogil:
     sampler_release(s)
 
 
-# ---------------------------------------------------------------- the ticker thread
-
-cdef struct Ticker:
-    pthread_mutex_t lock
-    pthread_cond_t wake
-    bint stop_requested
-    bint spin                  # wake early and spin to each deadline (short intervals, spare cores)
-    wasm_engine_t *engine
-    int64_t interval_ns
-    uint64_t ticks
-    pthread_t thread
-
-
-cdef inline timespec as_timespec(int64_t ns) noexcept nogil:
-    cdef timespec ts
-    ts.tv_sec = ns // 1000000000
-    ts.tv_nsec = ns % 1000000000
-    return ts
-
-
-cdef void *ticker_main(void *arg) noexcept nogil:
-    """The ticker thread: advance the engine's epoch at absolute CLOCK_MONOTONIC deadlines. No GIL."""
-    cdef Ticker *t = <Ticker *>arg
-    cdef int64_t interval = t.interval_ns
-    cdef int64_t next_tick = monotonic_ns() + interval
-    cdef int64_t wake_at, woke, now
-    # Wake-up latency estimate (spin mode): how early to stop sleeping before a deadline.
-    cdef int64_t wake_latency = 20000
-    cdef timespec wake_ts
-    cdef int rc
-    # The default 50 us timer slack would swallow intervals below about 100 us.
-    prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0)
-    pthread_mutex_lock(&t.lock)
-    while not t.stop_requested:
-        wake_at = next_tick - (min(interval, wake_latency + wake_latency // 2 + 2000) if t.spin else 0)
-        if wake_at > monotonic_ns():
-            wake_ts = as_timespec(wake_at)
-            rc = pthread_cond_timedwait(&t.wake, &t.lock, &wake_ts)
-            if t.stop_requested:
-                break
-            woke = monotonic_ns()
-            if rc != ETIMEDOUT and woke < wake_at:
-                continue  # a spurious wake-up: wait again for the same deadline
-            if t.spin:
-                wake_latency += (woke - wake_at - wake_latency) // 8
-        if t.spin:
-            pthread_mutex_unlock(&t.lock)
-            while monotonic_ns() < next_tick:
-                pass
-            pthread_mutex_lock(&t.lock)
-            if t.stop_requested:
-                break
-        api.engine_increment_epoch(t.engine)
-        t.ticks += 1
-        next_tick += interval
-        now = monotonic_ns()
-        # After a stall (suspend, overload) skip the missed ticks instead of bursting them.
-        if next_tick + interval < now:
-            next_tick = now + interval
-    pthread_mutex_unlock(&t.lock)
-    return NULL
-
-
 # ---------------------------------------------------------------- the Python-facing native profiler
 
 cdef class NativeProfiler:
-    """One wasmtime guest profiler attached to one store, with its ticker. Methods hold the GIL."""
+    """One wasmtime guest profiler attached to one store. Methods hold the GIL."""
     cdef Sampler *sampler
-    cdef Ticker *ticker
-    cdef bint ticker_running
+    cdef Subscription *subscription   # to the shared ticker, while running
+    cdef uint64_t engine_key
+    cdef bint spin_ticker
     cdef bint owns_engine
     cdef wasm_engine_t *engine
 
-    def __cinit__(self, size_t engine_ptr, size_t store_ptr, bytes process_name,
+    def __cinit__(self, size_t engine_ptr, uint64_t engine_key, size_t store_ptr, bytes process_name,
                   uint64_t interval_ns, list modules, bint spin_ticker):
         if not api_bound:
             raise RuntimeError("the wasmtime C API is not bound")
         cdef _NewArgs args = _NewArgs(engine_ptr, process_name, interval_ns, modules)
-        cdef pthread_condattr_t attr
         self.sampler = <Sampler *>calloc(1, sizeof(Sampler))
-        self.ticker = <Ticker *>calloc(1, sizeof(Ticker))
-        if self.sampler == NULL or self.ticker == NULL:
-            free(self.sampler)
-            free(self.ticker)
-            self.sampler = NULL
-            self.ticker = NULL
+        if self.sampler == NULL:
             raise MemoryError()
         pthread_mutex_init(&self.sampler.lock, NULL)
         self.sampler.refs = 1
@@ -440,21 +378,14 @@ cdef class NativeProfiler:
         self.sampler.store = <wasmtime_store_t *>store_ptr
         with nogil:
             self.sampler.profiler = args.call_new()
-
-        pthread_mutex_init(&self.ticker.lock, NULL)
-        pthread_condattr_init(&attr)
-        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)
-        pthread_cond_init(&self.ticker.wake, &attr)
-        pthread_condattr_destroy(&attr)
-        self.ticker.interval_ns = interval_ns
-        self.ticker.spin = spin_ticker
+        self.engine_key = engine_key
+        self.spin_ticker = spin_ticker
         # Our own reference keeps the engine alive even if wasmtime-py's Engine is closed.
         if api.engine_clone != NULL:
             self.engine = api.engine_clone(<const wasm_engine_t *>engine_ptr)
             self.owns_engine = True
         else:
             self.engine = <wasm_engine_t *>engine_ptr
-        self.ticker.engine = self.engine
 
         # The store holds the second reference until it drops our callback.
         self.sampler.refs += 1
@@ -463,53 +394,60 @@ cdef class NativeProfiler:
 
     def __dealloc__(self):
         cdef wasmtime_guestprofiler_t *unfinished = NULL
-        if self.ticker != NULL:
-            self._stop_ticker()
-            pthread_cond_destroy(&self.ticker.wake)
-            pthread_mutex_destroy(&self.ticker.lock)
-            free(self.ticker)
-            self.ticker = NULL
-        if self.owns_engine and self.engine != NULL:
-            api.engine_delete(self.engine)
-            self.engine = NULL
         if self.sampler != NULL:
+            self.stop()
             pthread_mutex_lock(&self.sampler.lock)
             unfinished = self.sampler.profiler
             self.sampler.profiler = NULL
-            self.sampler.sampling = False
             pthread_mutex_unlock(&self.sampler.lock)
             if unfinished != NULL:
                 api.guestprofiler_delete(unfinished)
             sampler_release(self.sampler)
             self.sampler = NULL
+        if self.owns_engine and self.engine != NULL:
+            api.engine_delete(self.engine)
+            self.engine = NULL
 
     def start(self, size_t context_ptr) -> None:
         """Begin sampling; the store must not be running a guest on another thread right now."""
         cdef Sampler *s = self.sampler
+        cdef Subscription *subscription
+        if self.subscription != NULL:
+            return
+        subscription = ticker_subscribe(self.engine_key, self.engine, self.sampler.interval_ns, self.spin_ticker)
+        if subscription == NULL:
+            raise OSError("could not start the ticker thread")
+        self.subscription = subscription
         pthread_mutex_lock(&s.lock)
+        s.subscription = subscription
         s.sampling = s.store != NULL and s.profiler != NULL
         s.last_thread = pthread_self()
         s.last_cpu_ns = thread_cpu_ns()
         s.have_last = s.last_cpu_ns >= 0
         pthread_mutex_unlock(&s.lock)
         if self.store_attached:
+            # Stopped, the store waited at a far deadline; sample from the next tick on.
             api.context_set_epoch_deadline(<wasmtime_context_t *>context_ptr, 1)
-        self._start_ticker()
 
     def interrupt(self) -> None:
         """Trap the guest at its next epoch check (after taking that sample). Safe from any thread."""
         pthread_mutex_lock(&self.sampler.lock)
         self.sampler.interrupt = True
         pthread_mutex_unlock(&self.sampler.lock)
-        # One tick of our own, so that the deadline is reached even with the ticker stopped.
+        # One tick of our own: the deadline may be far (stopped) or the ticker slow.
         api.engine_increment_epoch(self.engine)
 
     def stop(self) -> None:
-        """Stop sampling and join the ticker. Safe from any thread, while the guest runs."""
+        """Stop sampling and leave the ticker. Safe from any thread, while the guest runs."""
+        cdef Subscription *subscription = self.subscription
         pthread_mutex_lock(&self.sampler.lock)
         self.sampler.sampling = False
+        self.sampler.subscription = NULL
         pthread_mutex_unlock(&self.sampler.lock)
-        self._stop_ticker()
+        if subscription != NULL:
+            self.subscription = NULL
+            with nogil:
+                ticker_unsubscribe(subscription)
 
     def finish(self) -> bytes:
         """Stop, then hand the wasmtime profiler to wasmtime_guestprofiler_finish; return its JSON."""
@@ -533,33 +471,27 @@ cdef class NativeProfiler:
         finally:
             api.byte_vec_delete(&out)
 
+    cdef uint64_t _read(self, uint64_t *field):
+        pthread_mutex_lock(&self.sampler.lock)
+        value = field[0]
+        pthread_mutex_unlock(&self.sampler.lock)
+        return value
+
     @property
     def sample_count(self) -> int:
-        pthread_mutex_lock(&self.sampler.lock)
-        n = self.sampler.samples
-        pthread_mutex_unlock(&self.sampler.lock)
-        return n
+        return self._read(&self.sampler.samples)
+
+    @property
+    def callback_count(self) -> int:
+        return self._read(&self.sampler.callbacks)
 
     @property
     def late_sample_count(self) -> int:
-        pthread_mutex_lock(&self.sampler.lock)
-        n = self.sampler.late_samples
-        pthread_mutex_unlock(&self.sampler.lock)
-        return n
+        return self._read(&self.sampler.late_samples)
 
     @property
     def sampling_ns(self) -> int:
-        pthread_mutex_lock(&self.sampler.lock)
-        n = self.sampler.sampling_ns
-        pthread_mutex_unlock(&self.sampler.lock)
-        return n
-
-    @property
-    def tick_count(self) -> int:
-        pthread_mutex_lock(&self.ticker.lock)
-        n = self.ticker.ticks
-        pthread_mutex_unlock(&self.ticker.lock)
-        return n
+        return self._read(&self.sampler.sampling_ns)
 
     @property
     def store_attached(self) -> bool:
@@ -568,29 +500,3 @@ cdef class NativeProfiler:
         attached = self.sampler.store != NULL
         pthread_mutex_unlock(&self.sampler.lock)
         return attached
-
-    cdef _start_ticker(self):
-        cdef sigset_t all_signals, previous
-        cdef int rc
-        if self.ticker_running:
-            return
-        self.ticker.stop_requested = False
-        # The ticker must never receive a signal meant for the interpreter's main thread.
-        sigfillset(&all_signals)
-        pthread_sigmask(SIG_SETMASK, &all_signals, &previous)
-        rc = pthread_create(&self.ticker.thread, NULL, ticker_main, self.ticker)
-        pthread_sigmask(SIG_SETMASK, &previous, NULL)
-        if rc != 0:
-            raise OSError(rc, "could not start the ticker thread")
-        self.ticker_running = True
-
-    cdef _stop_ticker(self):
-        if not self.ticker_running:
-            return
-        with nogil:
-            pthread_mutex_lock(&self.ticker.lock)
-            self.ticker.stop_requested = True
-            pthread_cond_signal(&self.ticker.wake)
-            pthread_mutex_unlock(&self.ticker.lock)
-            pthread_join(self.ticker.thread, NULL)
-        self.ticker_running = False

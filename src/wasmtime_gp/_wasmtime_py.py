@@ -8,6 +8,7 @@ loaded as `wasmtime._ffi.dll`. A closed object raises ValueError from `ptr()`.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import weakref
 from collections.abc import Callable
 from importlib import metadata
@@ -84,6 +85,18 @@ def before_engine_close(engine: wasmtime.Engine, callback: Callable[[], object])
         engine.__dict__["_wasmtime_gp_on_close"] = callbacks
         engine.__dict__["_delete"] = delete_after_callbacks
     callbacks.append(weakref.WeakMethod(callback))
+
+
+_engine_serials: weakref.WeakKeyDictionary[wasmtime.Engine, int] = weakref.WeakKeyDictionary()
+_next_serial = itertools.count(1)
+
+
+def engine_serial(engine: wasmtime.Engine) -> int:
+    """A number that tells engines apart for as long as they live (addresses can be reused once closed)."""
+    serial = _engine_serials.get(engine)
+    if serial is None:
+        serial = _engine_serials[engine] = next(_next_serial)
+    return serial
 
 
 def store_engine(store: wasmtime.Store) -> wasmtime.Engine:

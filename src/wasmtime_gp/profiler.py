@@ -145,6 +145,7 @@ class GuestProfiler:
                 )
             self._native = _core.NativeProfiler(
                 engine_address,
+                _wasmtime_py.engine_serial(engine),
                 store_address,
                 process_name,
                 round(self._interval * 1e9),

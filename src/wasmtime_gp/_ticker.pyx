@@ -1,0 +1,251 @@
+# cython: language_level=3
+"""The process-wide ticker: one native thread that advances the epoch of every engine with a running profiler.
+
+Each engine has a clock ticking at the finest interval any running profiler asked for on it; the thread sleeps
+to the nearest tick of any clock, and exists only while some profiler runs. Subscribing and unsubscribing are
+rare and serialised by `lifecycle`; the tick loop and the clock list share `lock`. No Python, no GIL.
+"""
+
+from libc.stdint cimport int64_t, uint64_t
+from libc.stdlib cimport calloc, free
+from posix.signal cimport sigset_t, sigfillset, SIG_SETMASK
+from posix.time cimport timespec, clock_gettime, CLOCK_MONOTONIC
+from libc.errno cimport ETIMEDOUT
+
+from wasmtime_gp._posix cimport *
+
+# Below this interval a sleeping thread wakes too late (about 20 us on a VM): wake early and spin.
+cdef int64_t SPIN_BELOW_NS = 50000
+
+cdef wasmtime_engine_increment_epoch_fn increment_epoch = NULL
+cdef wasmtime_engine_clone_fn clone_engine = NULL
+cdef wasm_engine_delete_fn delete_engine = NULL
+
+cdef pthread_mutex_t lifecycle
+cdef pthread_mutex_t lock
+cdef pthread_cond_t wake
+cdef EngineClock *clocks = NULL
+cdef pthread_t thread
+cdef bint thread_running = False
+cdef bint stop_requested = False
+
+
+cdef void ticker_bind(wasmtime_engine_increment_epoch_fn increment, wasmtime_engine_clone_fn clone,
+                      wasm_engine_delete_fn delete) noexcept nogil:
+    """Called once by _core at import, with the GIL held."""
+    global increment_epoch, clone_engine, delete_engine
+    increment_epoch = increment
+    clone_engine = clone
+    delete_engine = delete
+
+
+cdef inline int64_t monotonic_ns() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
+cdef void refresh_interval(EngineClock *clock) noexcept nogil:
+    """The clock ticks at the finest interval among its subscriptions (lock held)."""
+    cdef Subscription *s = clock.subscriptions
+    cdef int64_t finest = 0
+    while s != NULL:
+        if finest == 0 or s.interval_ns < finest:
+            finest = s.interval_ns
+        s = s.next
+    gp_store_i64(&clock.interval_ns, finest)
+
+
+cdef bint clock_spins(EngineClock *clock) noexcept nogil:
+    cdef Subscription *s = clock.subscriptions
+    while s != NULL:
+        if s.spin and clock.interval_ns < SPIN_BELOW_NS:
+            return True
+        s = s.next
+    return False
+
+
+cdef void *ticker_main(void *arg) noexcept nogil:
+    """The ticker thread. No GIL."""
+    cdef EngineClock *clock
+    cdef EngineClock *nearest
+    cdef int64_t now, wake_at, woke, interval, target
+    cdef int64_t wake_latency = 20000  # running estimate, for spinning clocks
+    cdef timespec wake_ts
+    cdef bint spin
+    cdef int rc
+    # The default 50 us timer slack would swallow intervals below about 100 us.
+    prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0)
+    pthread_mutex_lock(&lock)
+    while not stop_requested:
+        nearest = clocks
+        clock = clocks
+        while clock != NULL:
+            if clock.next_tick_ns < nearest.next_tick_ns:
+                nearest = clock
+            clock = clock.next
+        if nearest == NULL:
+            pthread_cond_wait(&wake, &lock)
+            continue
+        spin = clock_spins(nearest)
+        wake_at = nearest.next_tick_ns - (min(nearest.interval_ns, wake_latency * 3 // 2 + 2000) if spin else 0)
+        if wake_at > monotonic_ns():
+            wake_ts.tv_sec = wake_at // 1000000000
+            wake_ts.tv_nsec = wake_at % 1000000000
+            rc = pthread_cond_timedwait(&wake, &lock, &wake_ts)
+            woke = monotonic_ns()
+            if rc != ETIMEDOUT and woke < wake_at:
+                continue  # woken to re-plan (a clock came or went, or a stop) or spuriously
+            if spin:
+                wake_latency += (woke - wake_at - wake_latency) // 8
+        if spin:
+            target = nearest.next_tick_ns  # `nearest` may be freed once the lock is released
+            pthread_mutex_unlock(&lock)
+            while monotonic_ns() < target:
+                pass
+            pthread_mutex_lock(&lock)
+            if stop_requested:
+                break
+        now = monotonic_ns()
+        clock = clocks
+        while clock != NULL:
+            if clock.next_tick_ns <= now:
+                increment_epoch(clock.engine)
+                clock.ticks += 1
+                interval = clock.interval_ns
+                clock.next_tick_ns += interval
+                # After a stall (suspend, overload) skip the missed ticks instead of bursting them.
+                if clock.next_tick_ns + interval < now:
+                    clock.next_tick_ns = now + interval
+            clock = clock.next
+    pthread_mutex_unlock(&lock)
+    return NULL
+
+
+cdef int start_thread() noexcept nogil:
+    cdef sigset_t all_signals, previous
+    cdef int rc
+    # The ticker must never receive a signal meant for the interpreter's main thread.
+    sigfillset(&all_signals)
+    pthread_sigmask(SIG_SETMASK, &all_signals, &previous)
+    rc = pthread_create(&thread, NULL, ticker_main, NULL)
+    pthread_sigmask(SIG_SETMASK, &previous, NULL)
+    return rc
+
+
+cdef Subscription *ticker_subscribe(uint64_t key, wasm_engine_t *engine, int64_t interval_ns, bint spin) noexcept nogil:
+    """Tick `engine` at least every `interval_ns` until the subscription is dropped. NULL on failure. Any thread."""
+    global clocks, thread_running
+    cdef EngineClock *clock
+    cdef Subscription *subscription = <Subscription *>calloc(1, sizeof(Subscription))
+    if subscription == NULL:
+        return NULL
+    subscription.interval_ns = interval_ns
+    subscription.spin = spin
+    pthread_mutex_lock(&lifecycle)
+    pthread_mutex_lock(&lock)
+    clock = clocks
+    while clock != NULL and clock.key != key:
+        clock = clock.next
+    if clock == NULL:
+        clock = <EngineClock *>calloc(1, sizeof(EngineClock))
+        if clock == NULL:
+            pthread_mutex_unlock(&lock)
+            pthread_mutex_unlock(&lifecycle)
+            free(subscription)
+            return NULL
+        clock.key = key
+        if clone_engine != NULL:
+            clock.engine = clone_engine(engine)
+            clock.owns_engine = True
+        else:
+            clock.engine = engine
+        clock.next = clocks
+        clocks = clock
+        clock.next_tick_ns = monotonic_ns() + interval_ns
+    subscription.clock = clock
+    subscription.next = clock.subscriptions
+    clock.subscriptions = subscription
+    refresh_interval(clock)
+    if clock.next_tick_ns > monotonic_ns() + clock.interval_ns:
+        clock.next_tick_ns = monotonic_ns() + clock.interval_ns  # a finer interval takes effect now
+    pthread_cond_signal(&wake)
+    pthread_mutex_unlock(&lock)
+    if not thread_running:
+        if start_thread() != 0:
+            pthread_mutex_unlock(&lifecycle)
+            ticker_unsubscribe(subscription)
+            return NULL
+        thread_running = True
+    pthread_mutex_unlock(&lifecycle)
+    return subscription
+
+
+cdef void ticker_unsubscribe(Subscription *subscription) noexcept nogil:
+    """Drop a subscription; the last one of a clock removes it, the last clock joins the thread. Any thread."""
+    global clocks, thread_running, stop_requested
+    cdef EngineClock *clock = subscription.clock
+    cdef Subscription **link
+    cdef EngineClock **clock_link
+    cdef EngineClock *removed = NULL
+    cdef bint last_clock = False
+    pthread_mutex_lock(&lifecycle)
+    pthread_mutex_lock(&lock)
+    link = &clock.subscriptions
+    while link[0] != subscription:
+        link = &link[0].next
+    link[0] = subscription.next
+    if clock.subscriptions == NULL:
+        clock_link = &clocks
+        while clock_link[0] != clock:
+            clock_link = &clock_link[0].next
+        clock_link[0] = clock.next
+        removed = clock
+    else:
+        refresh_interval(clock)
+    last_clock = clocks == NULL
+    if last_clock:
+        stop_requested = True
+    pthread_cond_signal(&wake)
+    pthread_mutex_unlock(&lock)
+    if last_clock and thread_running:
+        pthread_join(thread, NULL)
+        thread_running = False
+    stop_requested = False
+    pthread_mutex_unlock(&lifecycle)
+    if removed != NULL:
+        if removed.owns_engine:
+            delete_engine(removed.engine)
+        free(removed)
+    free(subscription)
+
+
+def _init() -> None:
+    pthread_mutex_init(&lifecycle, NULL)
+    pthread_mutex_init(&lock, NULL)
+    cdef pthread_condattr_t attr
+    pthread_condattr_init(&attr)
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)
+    pthread_cond_init(&wake, &attr)
+    pthread_condattr_destroy(&attr)
+
+
+_init()
+
+
+def thread_is_running() -> bool:
+    """Whether the ticker thread exists right now (for tests: no thread while nothing is profiled)."""
+    return thread_running
+
+
+def clock_count() -> int:
+    """How many engines are being ticked right now."""
+    cdef int n = 0
+    cdef EngineClock *clock
+    pthread_mutex_lock(&lock)
+    clock = clocks
+    while clock != NULL:
+        n += 1
+        clock = clock.next
+    pthread_mutex_unlock(&lock)
+    return n

@@ -1,0 +1,99 @@
+"""Many profilers at once: stores of one engine, several engines, several threads; one ticker thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from conftest import instantiate, make_engine, native_thread_count
+from guests import CHAIN
+
+from wasmtime_gp import GuestProfiler, _ticker
+
+
+def _run_concurrently(jobs):
+    threads = [threading.Thread(target=job) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def test_two_stores_of_one_engine_each_sample_at_their_own_interval(spins_for):
+    engine = make_engine()
+    fast_guest, slow_guest = instantiate(CHAIN, engine), instantiate(CHAIN, engine)
+    fast = GuestProfiler(fast_guest.store, [fast_guest.module], interval=0.0002)
+    slow = GuestProfiler(slow_guest.store, [slow_guest.module], interval=0.002)
+    elapsed = {}
+
+    def run(guest, key):
+        started = time.perf_counter()
+        guest.call("run", spins_for(0.6))
+        elapsed[key] = time.perf_counter() - started
+
+    fast.start()
+    slow.start()
+    assert _ticker.clock_count() == 1  # one clock for the engine, ticking at the finer interval
+    _run_concurrently([lambda: run(fast_guest, "fast"), lambda: run(slow_guest, "slow")])
+    fast.stop()
+    slow.stop()
+    fast_rate = fast.sample_count / elapsed["fast"]
+    slow_rate = slow.sample_count / elapsed["slow"]
+    print(f"fast {fast_rate:.0f}/s (asked 5000/s), slow {slow_rate:.0f}/s (asked 500/s)")
+    assert 0.4 * 5000 <= fast_rate <= 1.1 * 5000
+    assert 0.4 * 500 <= slow_rate <= 1.1 * 500
+    assert fast_rate > 4 * slow_rate
+    assert fast.profile().stack_counts().most_common(1)[0][0][-1].function == "inner"
+
+
+def test_several_engines_on_several_threads_share_one_ticker_thread(spins_for):
+    guests = [instantiate(CHAIN) for _ in range(3)]
+    profilers = [GuestProfiler(g.store, [g.module], interval=0.001) for g in guests]
+    threads_before = native_thread_count()
+    for profiler in profilers:
+        profiler.start()
+    assert _ticker.thread_is_running() and _ticker.clock_count() == 3
+    assert native_thread_count(threads_before + 1) == threads_before + 1
+    _run_concurrently([lambda g=g: g.call("run", spins_for(0.3)) for g in guests])
+    for profiler in profilers:
+        profiler.stop()
+        assert profiler.sample_count > 100
+    assert not _ticker.thread_is_running() and _ticker.clock_count() == 0
+    assert native_thread_count(threads_before) == threads_before
+
+
+def test_a_hundred_engines_get_one_thread_not_a_hundred():
+    guests = [instantiate(CHAIN) for _ in range(100)]
+    threads_before = native_thread_count()
+    profilers = [GuestProfiler(g.store, [g.module], interval=0.001) for g in guests]
+    for profiler in profilers:
+        profiler.start()
+    try:
+        assert _ticker.clock_count() == 100
+        assert native_thread_count(threads_before + 1) == threads_before + 1
+        guests[42].call("run", 20_000_000)
+        assert profilers[42].sample_count > 0
+    finally:
+        for profiler in profilers:
+            profiler.stop()
+    assert native_thread_count(threads_before) == threads_before and not _ticker.thread_is_running()
+
+
+def test_a_stopped_profiler_costs_nothing_while_others_tick_its_engine(spins_for):
+    engine = make_engine()
+    paused_guest, busy_guest = instantiate(CHAIN, engine), instantiate(CHAIN, engine)
+    paused = GuestProfiler(paused_guest.store, [paused_guest.module], interval=0.0002)
+    busy = GuestProfiler(busy_guest.store, [busy_guest.module], interval=0.0002)
+    with paused:
+        paused_guest.call("run", spins_for(0.05))
+    callbacks = paused._native.callback_count
+    assert not _ticker.thread_is_running()  # nothing runs: no ticker thread at all
+    with busy:
+        _run_concurrently([lambda: paused_guest.call("run", spins_for(0.3)),
+                           lambda: busy_guest.call("run", spins_for(0.3))])  # fmt: skip
+    assert busy.sample_count > 300
+    # At most the one callback that found the profiler stopped and set a far deadline.
+    assert paused._native.callback_count - callbacks <= 1
+    with paused:
+        paused_guest.call("run", spins_for(0.05))
+    assert paused._native.callback_count - callbacks > 50  # and start() brings it back at once
