@@ -261,6 +261,8 @@ cdef struct Sampler:
     wasmtime_store_t *store                # NULL once the store has dropped our callback
     bint sampling                          # between start() and stop()
     bint interrupt                         # trap the guest at its next epoch check
+    int64_t timeout_at_ns                  # CLOCK_MONOTONIC; 0: no timeout
+    bint timed_out
     Subscription *subscription             # the shared ticker's clock for this engine, while sampling
     uint64_t callbacks                     # every call of on_epoch_deadline, sampling or not
     uint64_t samples
@@ -293,7 +295,7 @@ cdef wasmtime_error_t *on_epoch_deadline(
     cdef int64_t now, entered, tick_ns
     cdef uint64_t delta = 0
     cdef pthread_t me = pthread_self()
-    cdef bint interrupt
+    cdef bint interrupt, timed_out
     pthread_mutex_lock(&s.lock)
     s.callbacks += 1
     if s.profiler != NULL and s.sampling and s.store != NULL and s.subscription != NULL:
@@ -318,8 +320,14 @@ cdef wasmtime_error_t *on_epoch_deadline(
         epoch_deadline_delta[0] = FAR_DEADLINE_TICKS
     interrupt = s.interrupt
     s.interrupt = False
+    timed_out = s.sampling and s.timeout_at_ns != 0 and monotonic_ns() >= s.timeout_at_ns
+    if timed_out:
+        s.timed_out = True
+        s.timeout_at_ns = 0
     pthread_mutex_unlock(&s.lock)
     update_kind[0] = WASMTIME_UPDATE_DEADLINE_CONTINUE
+    if timed_out:
+        return api.error_new(b"wasm guest timed out (wasmtime-gp timeout)")
     if interrupt:
         return api.error_new(b"interrupted by wasmtime-gp")
     return NULL
@@ -408,8 +416,11 @@ cdef class NativeProfiler:
             api.engine_delete(self.engine)
             self.engine = NULL
 
-    def start(self, size_t context_ptr) -> None:
-        """Begin sampling; the store must not be running a guest on another thread right now."""
+    def start(self, size_t context_ptr, int64_t timeout_ns=0) -> None:
+        """Begin sampling; the store must not be running a guest on another thread right now.
+
+        With `timeout_ns` > 0, the guest traps once that much wall-clock time has passed from now.
+        """
         cdef Sampler *s = self.sampler
         cdef Subscription *subscription
         if self.subscription != NULL:
@@ -421,6 +432,7 @@ cdef class NativeProfiler:
         pthread_mutex_lock(&s.lock)
         s.subscription = subscription
         s.sampling = s.store != NULL and s.profiler != NULL
+        s.timeout_at_ns = monotonic_ns() + timeout_ns if timeout_ns > 0 else 0
         s.last_thread = pthread_self()
         s.last_cpu_ns = thread_cpu_ns()
         s.have_last = s.last_cpu_ns >= 0
@@ -437,10 +449,14 @@ cdef class NativeProfiler:
         # One tick of our own: the deadline may be far (stopped) or the ticker slow.
         api.engine_increment_epoch(self.engine)
 
-    def stop(self) -> None:
-        """Stop sampling and leave the ticker. Safe from any thread, while the guest runs."""
+    def stop(self) -> int:
+        """Stop sampling and leave the ticker; return the timeout left (ns, 0 if none). Any thread."""
         cdef Subscription *subscription = self.subscription
+        cdef int64_t left = 0
         pthread_mutex_lock(&self.sampler.lock)
+        if self.sampler.timeout_at_ns != 0:
+            left = max(1, self.sampler.timeout_at_ns - monotonic_ns())
+        self.sampler.timeout_at_ns = 0
         self.sampler.sampling = False
         self.sampler.subscription = NULL
         pthread_mutex_unlock(&self.sampler.lock)
@@ -448,6 +464,7 @@ cdef class NativeProfiler:
             self.subscription = NULL
             with nogil:
                 ticker_unsubscribe(subscription)
+        return left
 
     def finish(self) -> bytes:
         """Stop, then hand the wasmtime profiler to wasmtime_guestprofiler_finish; return its JSON."""
@@ -492,6 +509,13 @@ cdef class NativeProfiler:
     @property
     def sampling_ns(self) -> int:
         return self._read(&self.sampler.sampling_ns)
+
+    @property
+    def timed_out(self) -> bool:
+        pthread_mutex_lock(&self.sampler.lock)
+        value = self.sampler.timed_out
+        pthread_mutex_unlock(&self.sampler.lock)
+        return value
 
     @property
     def store_attached(self) -> bool:

@@ -56,6 +56,14 @@ def _check_interval(interval: object) -> float:
     return seconds
 
 
+def _check_timeout(timeout: object) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise ProfilerTypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
+    if not (math.isfinite(timeout) and 0 < timeout < 1e9):
+        raise ProfilerValueError(f"timeout must be a positive, finite number of seconds, not {timeout!r}")
+    return float(timeout)
+
+
 def _utf8(text: object, what: str) -> bytes:
     if not isinstance(text, str):
         raise ProfilerTypeError(f"{what} must be a str, not {type(text).__name__}")
@@ -106,6 +114,9 @@ class GuestProfiler:
     A native ticker thread advances the engine's epoch every `interval` seconds and a C
     epoch-deadline callback records a sample on the guest's own thread: no Python code
     and no GIL between a tick and its sample. The engine must have epoch interruption on.
+
+    With `timeout` (seconds of wall-clock time while running), the same callback ends the guest
+    with a trap once the time is up, at the first tick after it; the samples are kept.
     """
 
     def __init__(
@@ -115,10 +126,12 @@ class GuestProfiler:
         *,
         interval: float = 0.001,
         name: str | None = None,
+        timeout: float | None = None,
     ) -> None:
         if not isinstance(store, wasmtime.Store):
             raise ProfilerTypeError(f"store must be a wasmtime.Store, not {type(store).__name__}")
         self._interval = _check_interval(interval)
+        self._timeout_left_ns = 0 if timeout is None else round(_check_timeout(timeout) * 1e9)
         named = _named_modules(modules)
         process_name = named[0][0] if name is None else _utf8(name, "name")
         store_address = _wasmtime_py.store_address(store)
@@ -178,6 +191,11 @@ class GuestProfiler:
         return int(self._native.sampling_ns) / 1e9
 
     @property
+    def timed_out(self) -> bool:
+        """Whether the guest was stopped by `timeout=` (it got a trap; the profile is kept)."""
+        return bool(self._native.timed_out)
+
+    @property
     def running(self) -> bool:
         return self._running
 
@@ -199,8 +217,14 @@ class GuestProfiler:
     def _halt(self) -> None:
         """Stop the ticker now: the interpreter is exiting, or (Wasmtime < 24) the engine is being closed."""
         with self._lock:
-            self._native.stop()
-            self._running = False
+            self._stop_native()
+
+    def _stop_native(self) -> None:
+        """Stop sampling (lock held); keep what is left of the timeout for the next start()."""
+        left = self._native.stop()
+        if self._timeout_left_ns:
+            self._timeout_left_ns = left
+        self._running = False
 
     def start(self) -> None:
         """Start (or resume) sampling. Call it on a thread where the store is not running a guest."""
@@ -214,7 +238,9 @@ class GuestProfiler:
                     "the profiler lost its store: the store was closed, or another epoch-deadline "
                     "callback was set on it"
                 )
-            self._native.start(_wasmtime_py.context_address(self._store))
+            if self.timed_out:
+                raise ProfilerStateError("the timeout was reached: finish() this profiler")
+            self._native.start(_wasmtime_py.context_address(self._store), self._timeout_left_ns)
             self._running = True
 
     def interrupt(self) -> None:
@@ -235,8 +261,7 @@ class GuestProfiler:
         """Stop sampling; idempotent, safe from any thread, and a no-op once finished."""
         with self._lock:
             if self._running:
-                self._native.stop()
-                self._running = False
+                self._stop_native()
                 self._warn_if_starved()
 
     def _warn_if_starved(self) -> None:
@@ -259,8 +284,7 @@ class GuestProfiler:
         with self._lock:
             self._require_unfinished("finish()")
             if self._running:
-                self._native.stop()
-                self._running = False
+                self._stop_native()
                 self._warn_if_starved()
             self._finished = True
             try:
