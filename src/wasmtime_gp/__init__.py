@@ -11,12 +11,14 @@ from wasmtime_gp._errors import (
     ProfilerValueError,
     WasmtimeABIError,
 )
+from wasmtime_gp.continuous import ContinuousProfiler, RotatedProfile
 from wasmtime_gp.profile import CallNode, Frame, FunctionStats, Profile, Sample
 from wasmtime_gp.profiler import GuestProfiler
 
 __all__ = [
     "CallNode",
     "ClosedObjectError",
+    "ContinuousProfiler",
     "EngineConfigError",
     "Frame",
     "FunctionStats",
@@ -28,6 +30,7 @@ __all__ = [
     "ProfilerStateError",
     "ProfilerTypeError",
     "ProfilerValueError",
+    "RotatedProfile",
     "Sample",
     "WasmtimeABIError",
 ]

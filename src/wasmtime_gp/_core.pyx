@@ -488,6 +488,39 @@ cdef class NativeProfiler:
         finally:
             api.byte_vec_delete(&out)
 
+    def rotate(self, bytes process_name, list modules) -> tuple:
+        """Swap in a new wasmtime profiler and finish the old one; return (its JSON, samples so far).
+
+        The swap happens under the sampler's lock, so every sample lands in exactly one profile.
+        Any thread; the modules must be open (the caller checks).
+        """
+        cdef _NewArgs args = _NewArgs(<size_t>self.engine, process_name, self.sampler.interval_ns, modules)
+        cdef wasmtime_guestprofiler_t *fresh
+        cdef wasmtime_guestprofiler_t *old
+        cdef wasmtime_error_t *error
+        cdef wasm_byte_vec_t out
+        cdef uint64_t samples
+        with nogil:
+            fresh = args.call_new()
+        pthread_mutex_lock(&self.sampler.lock)
+        old = self.sampler.profiler
+        if old != NULL:
+            self.sampler.profiler = fresh
+        samples = self.sampler.samples
+        pthread_mutex_unlock(&self.sampler.lock)
+        if old == NULL:
+            api.guestprofiler_delete(fresh)
+            raise RuntimeError("the profiler was already finished")
+        memset(&out, 0, sizeof(out))
+        with nogil:
+            error = api.guestprofiler_finish(old, &out)
+        if error != NULL:
+            raise RuntimeError(take_error_message(error))
+        try:
+            return PyBytes_FromStringAndSize(<char *>out.data, out.size), samples
+        finally:
+            api.byte_vec_delete(&out)
+
     cdef uint64_t _read(self, uint64_t *field):
         pthread_mutex_lock(&self.sampler.lock)
         value = field[0]

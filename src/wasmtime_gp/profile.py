@@ -64,12 +64,21 @@ class CallNode:
 class Profile:
     """A guest profile: its samples, with summaries and exports."""
 
-    def __init__(self, name: str, interval: float, start_time: float, duration: float, samples: list[Sample]):
+    def __init__(
+        self,
+        name: str,
+        interval: float,
+        start_time: float,
+        duration: float,
+        samples: list[Sample],
+        labels: dict[str, str] | None = None,
+    ):
         self.name = name
         self.interval = interval  # seconds, as requested
         self.start_time = start_time  # seconds since the Unix epoch
         self.duration = duration  # seconds from the profiler's creation to its finish
         self.samples = samples
+        self.labels = labels or {}  # attached by ContinuousProfiler (meta.wasmtimeGpLabels)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -199,4 +208,5 @@ def _parse(raw: dict[str, Any]) -> Profile:
         start_time=float(meta["startTime"]) / 1000,
         duration=float(end) / 1000,
         samples=samples,
+        labels={str(k): str(v) for k, v in meta.get("wasmtimeGpLabels", {}).items()},
     )

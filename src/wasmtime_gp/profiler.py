@@ -143,7 +143,8 @@ class GuestProfiler:
 
         self._store = store
         self._engine = engine
-        self._modules = [module for _, module in named]  # Wasmtime holds its own references too
+        self._named = named  # Wasmtime holds its own references too; these are for rotation
+        self._process_name = process_name
         self._running = False
         self._finished = False
         self._warned_starved = False
@@ -292,6 +293,20 @@ class GuestProfiler:
             except RuntimeError as exc:
                 raise GuestProfilerError(f"Wasmtime could not write the profile: {exc}") from None
             return self._result
+
+    def _rotate(self) -> tuple[bytes, int]:
+        """Finish the profile so far and go on sampling into a new one, losing no sample.
+
+        Returns the finished JSON and the samples taken since creation. For ContinuousProfiler.
+        """
+        with self._lock:
+            self._require_unfinished("rotate")
+            modules = [(name, _wasmtime_py.module_address(module)) for name, module in self._named]
+            try:
+                data, samples = self._native.rotate(self._process_name, modules)
+            except RuntimeError as exc:
+                raise GuestProfilerError(f"Wasmtime could not write the profile: {exc}") from None
+            return bytes(data), int(samples)
 
     def profile(self) -> Profile:
         """The profile as a `Profile`: finishes the profiler first if it is not finished yet."""

@@ -113,10 +113,13 @@ def to_pprof(profile: Profile) -> bytes:
             location = message.location.add(id=ident, mapping_id=mappings[frame.module])
             location.line.add(function_id=ident)
 
+    labels = [(string(key), string(value)) for key, value in sorted(profile.labels.items())]
     for sample in profile.samples:
         if sample.stack:
-            message.sample.add(
+            entry = message.sample.add(
                 location_id=[locations[frame] for frame in reversed(sample.stack)],  # leaf first
                 value=[1, round(sample.cpu_delta * 1e9)],
             )
+            for key, value in labels:
+                entry.label.add(key=key, str=value)
     return gzip.compress(message.SerializeToString(), mtime=0)

@@ -1,0 +1,112 @@
+"""Continuous profiling: rotation without losing or doubling samples, labels, sinks, flat memory."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from conftest import rss_bytes
+
+from wasmtime_gp import ContinuousProfiler, Profile, ProfilerValueError
+from wasmtime_gp.exports import to_pprof
+
+
+def _run_guest(chain, spins):
+    thread = threading.Thread(target=chain.call, args=("run", spins))
+    thread.start()
+    return thread
+
+
+def test_rotation_by_period_loses_and_doubles_no_sample(chain, spins_for):
+    delivered = []
+    continuous = ContinuousProfiler(
+        chain.store, [chain.module], sink=delivered.append, interval=0.0005, period=0.1,
+        labels={"tenant": "acme", "request": "42"},
+    )  # fmt: skip
+    with continuous:
+        chain.call("run", spins_for(1.0))
+    total = continuous.profiler.sample_count
+    assert len(delivered) >= 5
+    assert [r.sequence for r in delivered] == list(range(len(delivered)))
+    # Every sample in exactly one profile: the per-slice counts add up, and match what each file holds.
+    assert sum(r.sample_count for r in delivered) == total
+    for rotated in delivered:
+        profile = rotated.profile()
+        assert profile.sample_count == rotated.sample_count
+        assert profile.labels == {"tenant": "acme", "request": "42"}
+        assert rotated.started < rotated.ended
+    assert all(earlier.ended <= later.started for earlier, later in zip(delivered, delivered[1:]))
+
+
+def test_rotation_by_sample_count(chain, spins_for):
+    delivered = []
+    with ContinuousProfiler(chain.store, [chain.module], sink=delivered.append, interval=0.0005,
+                            period=None, max_samples=200) as continuous:  # fmt: skip
+        chain.call("run", spins_for(0.8))
+    full = [r.sample_count for r in delivered[:-1]]
+    assert full and all(200 <= count <= 200 * 1.25 + 20 for count in full), full
+    assert sum(r.sample_count for r in delivered) == continuous.profiler.sample_count
+
+
+def test_directory_sink_keeps_the_newest(chain, spins_for, tmp_path):
+    with ContinuousProfiler(chain.store, [("svc", chain.module)], sink=tmp_path, keep=3, interval=0.0005,
+                            period=0.05, labels={"zone": "eu"}) as continuous:  # fmt: skip
+        chain.call("run", spins_for(0.6))
+    files = sorted(tmp_path.iterdir())
+    assert continuous.rotations > 3 and len(files) == 3
+    assert all(f.name.startswith("svc-") and f.suffix == ".json" for f in files)
+    assert [int(f.stem.rsplit("-", 1)[1]) for f in files] == list(
+        range(continuous.rotations - 3, continuous.rotations)
+    )
+    assert Profile.load(files[-1]).labels == {"zone": "eu"}
+
+
+def test_labels_reach_pprof(chain, spins_for):
+    delivered = []
+    with ContinuousProfiler(chain.store, [chain.module], sink=delivered.append, period=10,
+                            labels={"tenant": "acme"}):  # fmt: skip
+        chain.call("run", spins_for(0.1))
+    data = to_pprof(delivered[-1].profile())
+    import gzip
+
+    raw = gzip.decompress(data)
+    assert b"tenant" in raw and b"acme" in raw
+
+
+def test_a_failing_sink_does_not_stop_profiling(chain, spins_for):
+    calls = []
+
+    def sink(rotated):
+        calls.append(rotated)
+        raise OSError("disk full")
+
+    with pytest.warns(RuntimeWarning, match="sink failed"):
+        with ContinuousProfiler(chain.store, [chain.module], sink=sink, period=0.05) as continuous:
+            chain.call("run", spins_for(0.3))
+    assert len(calls) > 2 and len(continuous.sink_errors) == len(calls)
+
+
+def test_bad_arguments(chain, tmp_path):
+    with pytest.raises(ProfilerValueError, match="nothing would rotate"):
+        ContinuousProfiler(chain.store, [chain.module], sink=print, period=None)
+    with pytest.raises(ProfilerValueError, match="not a directory"):
+        ContinuousProfiler(chain.store, [chain.module], sink=tmp_path / "missing")
+    with pytest.raises(ProfilerValueError, match="keep applies to a directory"):
+        ContinuousProfiler(chain.store, [chain.module], sink=print, keep=2)
+
+
+def test_memory_stays_flat_over_many_rotations(chain, spins_for):
+    counts = []
+    continuous = ContinuousProfiler(chain.store, [chain.module], sink=lambda r: counts.append(r.sample_count),
+                                    interval=0.0002, period=0.02)  # fmt: skip
+    with continuous:
+        chain.call("run", spins_for(1.0))  # warm-up
+        before = rss_bytes()
+        rotations_before = continuous.rotations
+        chain.call("run", spins_for(6.0))
+        after = rss_bytes()
+        rotations = continuous.rotations - rotations_before
+    print(f"RSS {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB over {rotations} rotations, "
+          f"{sum(counts)} samples")  # fmt: skip
+    assert rotations > 100
+    assert after - before < 4 * 2**20
