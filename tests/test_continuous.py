@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import threading
 
 import pytest
@@ -66,10 +67,7 @@ def test_labels_reach_pprof(chain, spins_for):
     with ContinuousProfiler(chain.store, [chain.module], sink=delivered.append, period=10,
                             labels={"tenant": "acme"}):  # fmt: skip
         chain.call("run", spins_for(0.1))
-    data = to_pprof(delivered[-1].profile())
-    import gzip
-
-    raw = gzip.decompress(data)
+    raw = gzip.decompress(to_pprof(delivered[-1].profile()))
     assert b"tenant" in raw and b"acme" in raw
 
 
@@ -80,9 +78,9 @@ def test_a_failing_sink_does_not_stop_profiling(chain, spins_for):
         calls.append(rotated)
         raise OSError("disk full")
 
-    with pytest.warns(RuntimeWarning, match="sink failed"):
-        with ContinuousProfiler(chain.store, [chain.module], sink=sink, period=0.05) as continuous:
-            chain.call("run", spins_for(0.3))
+    continuous = ContinuousProfiler(chain.store, [chain.module], sink=sink, period=0.05)
+    with pytest.warns(RuntimeWarning, match="sink failed"), continuous:
+        chain.call("run", spins_for(0.3))
     assert len(calls) > 2 and len(continuous.sink_errors) == len(calls)
 
 
