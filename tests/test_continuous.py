@@ -12,12 +12,6 @@ from wasmtime_gp import ContinuousProfiler, Profile, ProfilerValueError
 from wasmtime_gp.exports import to_pprof
 
 
-def _run_guest(chain, spins):
-    thread = threading.Thread(target=chain.call, args=("run", spins))
-    thread.start()
-    return thread
-
-
 def test_rotation_by_period_loses_and_doubles_no_sample(chain, spins_for):
     delivered = []
     continuous = ContinuousProfiler(

@@ -58,6 +58,11 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--to", required=True, choices=["collapsed", "speedscope", "pprof", "html"])
     convert.add_argument("-o", "--output", type=Path, required=True)
 
+    merge = commands.add_parser("merge", help="merge profiles (stores, threads) into one, a thread each")
+    merge.add_argument("profiles", type=Path, nargs="+")
+    merge.add_argument("-o", "--output", type=Path, required=True)
+    merge.add_argument("--name", action="append", help="thread name for each input, in order")
+
     view = commands.add_parser("view", help="open a profile in the Firefox Profiler (served from localhost)")
     view.add_argument("profile", type=Path)
     view.add_argument("--offline", action="store_true", help="open the HTML flame graph instead (no network)")
@@ -87,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _report(args)
         if args.command == "convert":
             return _convert(args)
+        if args.command == "merge":
+            return _merge(args)
         from wasmtime_gp._cli_view import view_command
 
         return view_command(args)
@@ -106,6 +113,17 @@ def _report(args: argparse.Namespace) -> int:
 
     profile = load_profile(args.profile)
     sys.stdout.write(report.render(profile, top=args.top, tree=args.tree, color=report.use_color(sys.stdout)))
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from wasmtime_gp.merge import merge_profiles
+
+    for path in args.profiles:
+        load_profile(path)  # one clear error for the first input that is not a profile
+    merged = merge_profiles([path.read_bytes() for path in args.profiles], args.name)
+    args.output.write_bytes(merged)
+    print(f"wrote {args.output} ({len(args.profiles)} threads)")
     return 0
 
 

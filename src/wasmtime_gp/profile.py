@@ -35,6 +35,7 @@ class Sample:
     stack: tuple[Frame, ...]
     time: float  # seconds since the profile started
     cpu_delta: float  # seconds of the guest thread's CPU time since the previous sample (0 if not recorded)
+    thread: str = ""  # in a merged profile, the thread (profile) it came from
 
 
 @dataclass(frozen=True)
@@ -164,13 +165,33 @@ class Profile:
 def _parse(raw: dict[str, Any]) -> Profile:
     meta = raw["meta"]
     threads = raw["threads"]
-    if not isinstance(threads, list) or len(threads) != 1:
-        raise ValueError(
-            f"expected one thread, found {len(threads) if isinstance(threads, list) else threads!r}"
-        )
-    thread = threads[0]
-    strings = thread["stringArray"] if "stringArray" in thread else raw["shared"]["stringArray"]
+    if not isinstance(threads, list) or not threads:
+        raise ValueError(f"expected threads, found {threads!r}")
     libs = [lib["name"] for lib in raw["libs"]]
+    unit = meta.get("sampleUnits", {}).get("threadCPUDelta", "µs")
+    cpu_scale = {"µs": 1e-6, "ns": 1e-9, "variable CPU cycles": 0.0}.get(unit, 1e-6)
+    samples: list[Sample] = []
+    end = 0.0
+    for thread in threads:  # Wasmtime writes one; `merge` writes one per profile merged
+        thread_samples, thread_end = _parse_thread(thread, raw, libs, cpu_scale, len(threads) > 1)
+        samples += thread_samples
+        end = max(end, thread_end)
+    samples.sort(key=lambda sample: sample.time)
+    first = threads[0]
+    return Profile(
+        name=str(meta.get("product") or first.get("processName") or ""),
+        interval=float(meta["interval"]) / 1000,
+        start_time=float(meta["startTime"]) / 1000,
+        duration=end / 1000,
+        samples=samples,
+        labels={str(k): str(v) for k, v in meta.get("wasmtimeGpLabels", {}).items()},
+    )
+
+
+def _parse_thread(
+    thread: dict[str, Any], raw: dict[str, Any], libs: list[str], cpu_scale: float, named: bool
+) -> tuple[list[Sample], float]:
+    strings = thread["stringArray"] if "stringArray" in thread else raw["shared"]["stringArray"]
     resources = thread["resourceTable"]
     funcs = thread["funcTable"]
     resource_module = [
@@ -193,20 +214,12 @@ def _parse(raw: dict[str, Any]) -> Profile:
     table = thread["samples"]
     times = table["time"] if "time" in table else list(accumulate(table["timeDeltas"]))
     cpu_deltas = table.get("threadCPUDelta") or [0] * len(times)
-    unit = meta.get("sampleUnits", {}).get("threadCPUDelta", "µs")
-    cpu_scale = {"µs": 1e-6, "ns": 1e-9, "variable CPU cycles": 0.0}.get(unit, 1e-6)
+    thread_name = str(thread.get("name", "")) if named else ""
     samples = [
-        Sample(stacks[stack] if stack is not None else (), time / 1000, (delta or 0) * cpu_scale)
+        Sample(stacks[stack] if stack is not None else (), time / 1000, (delta or 0) * cpu_scale, thread_name)
         for stack, time, delta in zip(table["stack"], times, cpu_deltas)
     ]
     if len(samples) != table.get("length", len(samples)):
         raise ValueError("the samples table is truncated")
     end = thread.get("processShutdownTime") or (times[-1] if times else 0.0)
-    return Profile(
-        name=str(thread.get("processName") or meta.get("product", "")),
-        interval=float(meta["interval"]) / 1000,
-        start_time=float(meta["startTime"]) / 1000,
-        duration=float(end) / 1000,
-        samples=samples,
-        labels={str(k): str(v) for k, v in meta.get("wasmtimeGpLabels", {}).items()},
-    )
+    return samples, float(end)

@@ -1,0 +1,75 @@
+"""Merge several Wasmtime guest profiles (stores, threads, processes) into one, with one thread each."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from wasmtime_gp._errors import ProfileFormatError
+
+_TIME_FIELDS = ("processStartupTime", "processShutdownTime", "registerTime", "unregisterTime")
+
+
+def merge_profiles(profiles: Sequence[bytes], names: Sequence[str] | None = None) -> bytes:
+    """One Firefox processed profile holding every input's thread, on a common timeline.
+
+    The inputs must be in the same format version (profiles from one Wasmtime release line). Thread names
+    default to each profile's process name, numbered when they repeat.
+    """
+    if not profiles:
+        raise ProfileFormatError("nothing to merge")
+    if names is not None and len(names) != len(profiles):
+        raise ProfileFormatError(f"{len(names)} names for {len(profiles)} profiles")
+    documents = []
+    for index, data in enumerate(profiles):
+        try:
+            document = json.loads(data)
+            (_,) = document["threads"]
+            float(document["meta"]["startTime"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ProfileFormatError(
+                f"input {index} is not a single-thread Wasmtime profile ({exc})"
+            ) from None
+        documents.append(document)
+    versions = {d["meta"].get("preprocessedProfileVersion") for d in documents}
+    if len(versions) > 1:
+        raise ProfileFormatError(f"cannot merge profile format versions {sorted(versions, key=str)}")
+
+    start = min(d["meta"]["startTime"] for d in documents)
+    merged: dict[str, Any] = copy.deepcopy(documents[0])
+    merged["meta"]["startTime"] = start
+    merged["meta"]["interval"] = min(d["meta"]["interval"] for d in documents)
+    merged["libs"], merged["threads"] = [], []
+    seen: dict[str, int] = {}
+    for index, document in enumerate(documents):
+        thread = copy.deepcopy(document["threads"][0])
+        offset = document["meta"]["startTime"] - start  # ms from the merged start to this profile's start
+        lib_base = len(merged["libs"])
+        merged["libs"] += document["libs"]
+        resources = thread["resourceTable"]
+        resources["lib"] = [None if lib is None else lib + lib_base for lib in resources["lib"]]
+        _shift_times(thread, offset)
+        name = names[index] if names is not None else str(thread.get("processName") or f"profile{index}")
+        seen[name] = seen.get(name, 0) + 1
+        thread["name"] = name if seen[name] == 1 else f"{name} #{seen[name]}"
+        thread["pid"], thread["tid"] = str(index), str(index)
+        thread["isMainThread"] = index == 0
+        merged["threads"].append(thread)
+    return json.dumps(merged, ensure_ascii=False).encode()
+
+
+def _shift_times(thread: dict[str, Any], offset: float) -> None:
+    samples = thread["samples"]
+    if "time" in samples:
+        samples["time"] = [t + offset for t in samples["time"]]
+    elif samples.get("timeDeltas"):
+        samples["timeDeltas"][0] += offset
+    for field in _TIME_FIELDS:
+        if isinstance(thread.get(field), (int, float)):
+            thread[field] += offset
+    markers = thread.get("markers", {})
+    for key in ("startTime", "endTime"):
+        if key in markers:
+            markers[key] = [t + offset if isinstance(t, (int, float)) else t for t in markers[key]]
