@@ -23,7 +23,7 @@ def ingest_server():
     received = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
+        def do_POST(self):
             body = self.rfile.read(int(self.headers["Content-Length"]))
             received.append((self.path, self.headers, body))  # case-insensitive, as HTTP headers are
             self.send_response(200 if self.path.startswith("/ingest?") else 404)
