@@ -21,7 +21,9 @@ from posix.dlfcn cimport dlsym
 
 from wasmtime_gp._wasmtime_capi cimport *
 from wasmtime_gp._posix cimport *
-from wasmtime_gp._ticker cimport Subscription, gp_load_i64, ticker_bind, ticker_subscribe, ticker_unsubscribe
+from wasmtime_gp._ticker cimport (
+    Subscription, gp_load_i64, gp_load_u64, ticker_bind, ticker_subscribe, ticker_unsubscribe,
+)
 
 from libc.errno cimport errno, EINTR
 
@@ -266,7 +268,6 @@ cdef struct Sampler:
     Subscription *subscription             # the shared ticker's clock for this engine, while sampling
     uint64_t callbacks                     # every call of on_epoch_deadline, sampling or not
     uint64_t samples
-    uint64_t late_samples                  # CPU delta above two intervals: the guest ran unsampled
     uint64_t interval_ns
     uint64_t sampling_ns                   # time spent inside wasmtime_guestprofiler_sample
     pthread_t last_thread
@@ -310,8 +311,6 @@ cdef wasmtime_error_t *on_epoch_deadline(
         api.guestprofiler_sample(s.profiler, s.store, delta)
         s.sampling_ns += <uint64_t>(monotonic_ns() - entered)
         s.samples += 1
-        if delta > 2 * s.interval_ns:
-            s.late_samples += 1
         # The engine ticks at the finest interval asked for on it: ours may be a multiple of it.
         tick_ns = gp_load_i64(&s.subscription.clock.interval_ns)
         epoch_deadline_delta[0] = max(1, (<int64_t>s.interval_ns + tick_ns // 2) // tick_ns) if tick_ns > 0 else 1
@@ -369,11 +368,16 @@ cdef class NativeProfiler:
     cdef Subscription *subscription   # to the shared ticker, while running
     cdef uint64_t engine_key
     cdef bint spin_ticker
+    cdef readonly int64_t ticker_interval_ns
+    cdef uint64_t ticks_at_start
+    cdef int64_t started_ns
+    cdef readonly uint64_t ticks_seen  # ticks of the engine's clock while this profiler ran
+    cdef readonly int64_t running_ns   # and for how long it ran
     cdef bint owns_engine
     cdef wasm_engine_t *engine
 
     def __cinit__(self, size_t engine_ptr, uint64_t engine_key, size_t store_ptr, bytes process_name,
-                  uint64_t interval_ns, list modules, bint spin_ticker):
+                  uint64_t interval_ns, list modules, bint spin_ticker, int64_t ticker_interval_ns):
         if not api_bound:
             raise RuntimeError("the wasmtime C API is not bound")
         cdef _NewArgs args = _NewArgs(engine_ptr, process_name, interval_ns, modules)
@@ -388,6 +392,7 @@ cdef class NativeProfiler:
             self.sampler.profiler = args.call_new()
         self.engine_key = engine_key
         self.spin_ticker = spin_ticker
+        self.ticker_interval_ns = ticker_interval_ns
         # Our own reference keeps the engine alive even if wasmtime-py's Engine is closed.
         if api.engine_clone != NULL:
             self.engine = api.engine_clone(<const wasm_engine_t *>engine_ptr)
@@ -425,10 +430,12 @@ cdef class NativeProfiler:
         cdef Subscription *subscription
         if self.subscription != NULL:
             return
-        subscription = ticker_subscribe(self.engine_key, self.engine, self.sampler.interval_ns, self.spin_ticker)
+        subscription = ticker_subscribe(self.engine_key, self.engine, self.ticker_interval_ns, self.spin_ticker)
         if subscription == NULL:
             raise OSError("could not start the ticker thread")
         self.subscription = subscription
+        self.ticks_at_start = gp_load_u64(&subscription.clock.ticks)
+        self.started_ns = monotonic_ns()
         pthread_mutex_lock(&s.lock)
         s.subscription = subscription
         s.sampling = s.store != NULL and s.profiler != NULL
@@ -462,6 +469,8 @@ cdef class NativeProfiler:
         pthread_mutex_unlock(&self.sampler.lock)
         if subscription != NULL:
             self.subscription = NULL
+            self.ticks_seen += gp_load_u64(&subscription.clock.ticks) - self.ticks_at_start
+            self.running_ns += monotonic_ns() - self.started_ns
             with nogil:
                 ticker_unsubscribe(subscription)
         return left
@@ -534,10 +543,6 @@ cdef class NativeProfiler:
     @property
     def callback_count(self) -> int:
         return self._read(&self.sampler.callbacks)
-
-    @property
-    def late_sample_count(self) -> int:
-        return self._read(&self.sampler.late_samples)
 
     @property
     def sampling_ns(self) -> int:

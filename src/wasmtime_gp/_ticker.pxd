@@ -8,6 +8,8 @@ from wasmtime_gp._wasmtime_capi cimport (
 cdef extern from "_atomics.h" nogil:
     int64_t gp_load_i64(const int64_t *p)
     void gp_store_i64(int64_t *p, int64_t v)
+    uint64_t gp_load_u64(const uint64_t *p)
+    void gp_add_u64(uint64_t *p, uint64_t v)
 
 cdef struct EngineClock:
     EngineClock *next
@@ -16,7 +18,7 @@ cdef struct EngineClock:
     bint owns_engine
     int64_t interval_ns            # the finest interval of its subscriptions; read atomically by samplers
     int64_t next_tick_ns
-    uint64_t ticks
+    uint64_t ticks                 # read atomically by profilers
     Subscription *subscriptions
 
 cdef struct Subscription:

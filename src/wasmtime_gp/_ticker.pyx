@@ -111,8 +111,8 @@ cdef void *ticker_main(void *arg) noexcept nogil:
         while clock != NULL:
             if clock.next_tick_ns <= now:
                 increment_epoch(clock.engine)
-                clock.ticks += 1
                 interval = clock.interval_ns
+                gp_add_u64(&clock.ticks, 1)
                 clock.next_tick_ns += interval
                 # After a stall (suspend, overload) skip the missed ticks instead of bursting them.
                 if clock.next_tick_ns + interval < now:

@@ -33,7 +33,10 @@ MAX_INTERVAL = 3600.0  # seconds; a longer interval would never sample a real ru
 # Below this, waking from a sleep (about 20 us on a VM) costs more than the interval: the ticker wakes
 # early and spins to each deadline, which takes most of a core, so only where another core is free.
 SPIN_BELOW_INTERVAL = 50e-6
-STARVATION_MIN_SAMPLES = 20  # fewer samples say too little about the rate
+# With a single CPU every tick preempts the guest (a context switch, about 20 us here): ticking faster than
+# this starves the guest and yields fewer samples, not more. The ticker's interval is held at this floor.
+SINGLE_CPU_MIN_TICK = 50e-6
+STARVATION_MIN_TICKS = 20  # fewer ticks say too little about the rate
 
 # Stores that have an unfinished profiler, by store address: a store has one epoch callback.
 _profilers_by_store: weakref.WeakValueDictionary[int, GuestProfiler] = weakref.WeakValueDictionary()
@@ -164,12 +167,26 @@ class GuestProfiler:
                 process_name,
                 round(self._interval * 1e9),
                 [(module_name, _wasmtime_py.module_address(m)) for module_name, m in named],
-                self._interval < SPIN_BELOW_INTERVAL and len(os.sched_getaffinity(0)) > 1,
+                *self._ticker_plan(),
             )
             _profilers_by_store[store_address] = self
         if not _core.can_clone_engine():
             # Wasmtime < 24: the ticker borrows wasmtime-py's engine pointer, so it must stop first.
             _wasmtime_py.before_engine_close(engine, self._halt)
+
+    def _ticker_plan(self) -> tuple[bool, int]:
+        """(spin, ticker interval in ns): spin only with a spare CPU; on one CPU, no faster than the floor."""
+        if len(os.sched_getaffinity(0)) > 1:
+            return self._interval < SPIN_BELOW_INTERVAL, round(self._interval * 1e9)
+        if self._interval < SINGLE_CPU_MIN_TICK:
+            warnings.warn(
+                f"wasmtime-gp: this process may use one CPU only, so the ticker preempts the guest on every "
+                f"tick; it will tick every {SINGLE_CPU_MIN_TICK * 1e6:g} us rather than every "
+                f"{self._interval * 1e6:g} us (faster would starve the guest and give fewer samples)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return False, round(max(self._interval, SINGLE_CPU_MIN_TICK) * 1e9)
 
     def _attached_to(self, store: wasmtime.Store) -> bool:
         return self._store is store and not self._finished and self._native.store_attached
@@ -266,16 +283,16 @@ class GuestProfiler:
                 self._warn_if_starved()
 
     def _warn_if_starved(self) -> None:
-        """Warn once if most samples came late: the guest ran for over two intervals between them."""
-        samples, late = self._native.sample_count, self._native.late_sample_count
-        if self._warned_starved or samples < STARVATION_MIN_SAMPLES or 2 * late <= samples:
+        """Warn once if the ticker managed under half the ticks asked for: it could not get a CPU in time."""
+        native = self._native
+        expected = native.running_ns // native.ticker_interval_ns
+        if self._warned_starved or expected < STARVATION_MIN_TICKS or 2 * native.ticks_seen >= expected:
             return
         self._warned_starved = True
         warnings.warn(
-            f"wasmtime-gp: {late} of {samples} samples came more than two intervals "
-            f"({2 * self._interval * 1e6:g} us of guest CPU time) after the previous one, so the profile "
-            "holds far fewer samples than asked for. The ticker most likely shares a CPU with the guest "
-            "(one CPU allowed, or a loaded machine): use a longer interval, or give the process a spare CPU.",
+            f"wasmtime-gp: the ticker managed {native.ticks_seen} of {expected} ticks, so the profile holds "
+            "fewer samples than asked for: the ticker thread could not get a CPU in time (the machine is "
+            "loaded, or the process may use fewer CPUs than it keeps busy). Use a longer interval, or free a CPU.",
             RuntimeWarning,
             stacklevel=3,
         )
