@@ -36,7 +36,9 @@ SPIN_BELOW_INTERVAL = 50e-6
 # With a single CPU every tick preempts the guest (a context switch, about 20 us here): ticking faster than
 # this starves the guest and yields fewer samples, not more. The ticker's interval is held at this floor.
 SINGLE_CPU_MIN_TICK = 50e-6
-STARVATION_MIN_TICKS = 20  # fewer ticks say too little about the rate
+# Starvation is a sustained state: a short run can lose a few ms to a page fault or a scheduler hiccup.
+STARVATION_MIN_TICKS = 100
+STARVATION_MIN_RUNNING = 0.25  # seconds
 
 # Stores that have an unfinished profiler, by store address: a store has one epoch callback.
 _profilers_by_store: weakref.WeakValueDictionary[int, GuestProfiler] = weakref.WeakValueDictionary()
@@ -286,7 +288,12 @@ class GuestProfiler:
         """Warn once if the ticker managed under half the ticks asked for: it could not get a CPU in time."""
         native = self._native
         expected = native.running_ns // native.ticker_interval_ns
-        if self._warned_starved or expected < STARVATION_MIN_TICKS or 2 * native.ticks_seen >= expected:
+        if (
+            self._warned_starved
+            or expected < STARVATION_MIN_TICKS
+            or native.running_ns < STARVATION_MIN_RUNNING * 1e9
+            or 2 * native.ticks_seen >= expected
+        ):
             return
         self._warned_starved = True
         warnings.warn(
