@@ -96,10 +96,8 @@ def test_run_keeps_the_profile_on_ctrl_c(tmp_path):
         "500",
     ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not out.exists() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(1.0)  # give it time to be well inside the guest
-        break
+    time.sleep(1.5)  # well inside the guest by now (500 units take about 50 s)
+    assert process.poll() is None
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
@@ -107,8 +105,7 @@ def test_run_keeps_the_profile_on_ctrl_c(tmp_path):
     assert Profile.load(out).sample_count > 100
 
 
-def test_run_passes_env_and_dirs_to_the_guest(tmp_path):
-    # A real WASI check without a compiler: the command is refused when --dir names no directory.
+def test_run_refuses_a_missing_dir_and_a_malformed_env(tmp_path):
     result = wasmtime_gp(
         "run", str(EXAMPLE), "--invoke", "run", "--dir", f"{tmp_path / 'missing'}::/data", "--", "1"
     )

@@ -2,8 +2,8 @@
 """Native core of wasmtime-gp: the C API table, the probe, and the sampler behind each profiler.
 
 Nothing here is public. `profiler.py` owns validation and the user-facing state
-machine; this module owns native memory and threads, and never takes the GIL on
-the path from a tick to a sample.
+machine; this module owns the native memory behind it, and never takes the GIL on
+the path from a tick to a sample. The ticker thread lives in `_ticker.pyx`.
 """
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
@@ -16,7 +16,7 @@ from posix.signal cimport kill
 from posix.time cimport timespec, clock_gettime, CLOCK_MONOTONIC, CLOCK_THREAD_CPUTIME_ID
 from posix.unistd cimport fork, pipe, dup2, close, read, _exit
 from posix.types cimport pid_t
-from posix.wait cimport waitpid, WIFEXITED, WEXITSTATUS, WIFSIGNALED, WTERMSIG, WNOHANG
+from posix.wait cimport waitpid, WIFEXITED, WEXITSTATUS
 from posix.dlfcn cimport dlsym
 
 from wasmtime_gp._wasmtime_capi cimport *
@@ -24,7 +24,6 @@ from wasmtime_gp._posix cimport *
 from wasmtime_gp._ticker cimport (
     Subscription, gp_load_i64, gp_load_u64, ticker_bind, ticker_subscribe, ticker_unsubscribe,
 )
-
 from libc.errno cimport errno, EINTR
 
 # Far enough that a detached store never hits it again: 2**48 ticks is 89 years at 100 kHz.
