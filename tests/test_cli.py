@@ -195,3 +195,18 @@ def test_view_command_prints_the_address_without_a_browser(tmp_path):
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=30)
     assert process.returncode == 0
+
+
+def test_view_offline_serves_the_html_flame_graph():
+    profile = Path(__file__).parent / "data" / "chain-wasmtime50.0.1.json"
+    command = [sys.executable, "-m", "wasmtime_gp", "view", str(profile), "--offline", "--no-browser"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = process.stdout.readline()
+        assert first.startswith("open this address in a browser: http://127.0.0.1:")
+        with urllib.request.urlopen(first.split(": ", 1)[1].strip(), timeout=10) as response:
+            page = response.read().decode()
+        assert response.headers["Content-Type"] == "text/html" and '"n": "inner"' in page
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
