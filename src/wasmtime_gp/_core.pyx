@@ -136,6 +136,21 @@ cdef str take_error_message(wasmtime_error_t *error):
     return text
 
 
+cdef bytes finish_profiler(wasmtime_guestprofiler_t *profiler):
+    """Finish (and so free) a wasmtime profiler taken out of its sampler; return its JSON (GIL held)."""
+    cdef wasmtime_error_t *error
+    cdef wasm_byte_vec_t out
+    memset(&out, 0, sizeof(out))
+    with nogil:
+        error = api.guestprofiler_finish(profiler, &out)
+    if error != NULL:
+        raise RuntimeError(take_error_message(error))
+    try:
+        return PyBytes_FromStringAndSize(<char *>out.data, out.size)
+    finally:
+        api.byte_vec_delete(&out)
+
+
 # ---------------------------------------------------------------- arguments of wasmtime_guestprofiler_new
 
 cdef class _NewArgs:
@@ -477,8 +492,6 @@ cdef class NativeProfiler:
     def finish(self) -> bytes:
         """Stop, then hand the wasmtime profiler to wasmtime_guestprofiler_finish; return its JSON."""
         cdef wasmtime_guestprofiler_t *p
-        cdef wasmtime_error_t *error
-        cdef wasm_byte_vec_t out
         self.stop()
         pthread_mutex_lock(&self.sampler.lock)
         p = self.sampler.profiler
@@ -486,15 +499,7 @@ cdef class NativeProfiler:
         pthread_mutex_unlock(&self.sampler.lock)
         if p == NULL:
             raise RuntimeError("the profiler was already finished")
-        memset(&out, 0, sizeof(out))
-        with nogil:
-            error = api.guestprofiler_finish(p, &out)
-        if error != NULL:
-            raise RuntimeError(take_error_message(error))
-        try:
-            return PyBytes_FromStringAndSize(<char *>out.data, out.size)
-        finally:
-            api.byte_vec_delete(&out)
+        return finish_profiler(p)
 
     def rotate(self, bytes process_name, list modules) -> tuple:
         """Swap in a new wasmtime profiler and finish the old one; return (its JSON, samples so far).
@@ -505,8 +510,6 @@ cdef class NativeProfiler:
         cdef _NewArgs args = _NewArgs(<size_t>self.engine, process_name, self.sampler.interval_ns, modules)
         cdef wasmtime_guestprofiler_t *fresh
         cdef wasmtime_guestprofiler_t *old
-        cdef wasmtime_error_t *error
-        cdef wasm_byte_vec_t out
         cdef uint64_t samples
         with nogil:
             fresh = args.call_new()
@@ -519,15 +522,7 @@ cdef class NativeProfiler:
         if old == NULL:
             api.guestprofiler_delete(fresh)
             raise RuntimeError("the profiler was already finished")
-        memset(&out, 0, sizeof(out))
-        with nogil:
-            error = api.guestprofiler_finish(old, &out)
-        if error != NULL:
-            raise RuntimeError(take_error_message(error))
-        try:
-            return PyBytes_FromStringAndSize(<char *>out.data, out.size), samples
-        finally:
-            api.byte_vec_delete(&out)
+        return finish_profiler(old), samples
 
     cdef uint64_t _read(self, uint64_t *field):
         pthread_mutex_lock(&self.sampler.lock)

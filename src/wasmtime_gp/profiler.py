@@ -239,6 +239,19 @@ class GuestProfiler:
         with self._lock:
             self._stop_native()
 
+    def _stop_running(self) -> None:
+        """Stop sampling if running (lock held), and warn if the ticker starved meanwhile."""
+        if self._running:
+            self._stop_native()
+            self._warn_if_starved()
+
+    def _require_store(self) -> None:
+        if not self._native.store_attached:
+            raise ProfilerStateError(
+                "the profiler lost its store: the store was closed, or another epoch-deadline "
+                "callback was set on it"
+            )
+
     def _stop_native(self) -> None:
         """Stop sampling (lock held); keep what is left of the timeout for the next start()."""
         left = self._native.stop()
@@ -253,11 +266,7 @@ class GuestProfiler:
             if self._running:
                 raise ProfilerStateError("the profiler is already running")
             self._require_engine()
-            if not self._native.store_attached:
-                raise ProfilerStateError(
-                    "the profiler lost its store: the store was closed, or another epoch-deadline "
-                    "callback was set on it"
-                )
+            self._require_store()
             if self.timed_out:
                 raise ProfilerStateError("the timeout was reached: finish() this profiler")
             self._native.start(_wasmtime_py.context_address(self._store), self._timeout_left_ns)
@@ -272,17 +281,14 @@ class GuestProfiler:
         """
         with self._lock:
             self._require_unfinished("interrupt()")
-            if not self._native.store_attached:
-                raise ProfilerStateError("the profiler lost its store")
+            self._require_store()
             self._require_engine()
             self._native.interrupt()
 
     def stop(self) -> None:
         """Stop sampling; idempotent, safe from any thread, and a no-op once finished."""
         with self._lock:
-            if self._running:
-                self._stop_native()
-                self._warn_if_starved()
+            self._stop_running()
 
     def _warn_if_starved(self) -> None:
         """Warn once if the ticker managed under half the ticks asked for: it could not get a CPU in time."""
@@ -308,9 +314,7 @@ class GuestProfiler:
         """Stop, and return the profile as Firefox Profiler JSON. Ends the profiler."""
         with self._lock:
             self._require_unfinished("finish()")
-            if self._running:
-                self._stop_native()
-                self._warn_if_starved()
+            self._stop_running()
             self._finished = True
             try:
                 self._result = bytes(self._native.finish())
