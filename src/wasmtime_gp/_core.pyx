@@ -31,6 +31,9 @@ cdef uint64_t FAR_DEADLINE_TICKS = 1ULL << 48
 # How long the probe child may take before we give up on it.
 cdef int PROBE_TIMEOUT_MS = 10000
 cdef int PROBE_ABORT_STATUS = 70
+# Host calls nested deeper than this (host -> wasm -> host ...) are still sampled, without their pending time.
+cdef enum:
+    HOST_DEPTH_MAX = 32
 
 
 # ---------------------------------------------------------------- C API table
@@ -281,12 +284,16 @@ cdef struct Sampler:
     bint timed_out
     Subscription *subscription             # the shared ticker's clock for this engine, while sampling
     uint64_t callbacks                     # every call of on_epoch_deadline, sampling or not
-    uint64_t samples
+    uint64_t samples                       # Wasmtime's samples (its table's length, across rotations)
+    int64_t host_extra                     # samples host calls add to or remove from Wasmtime's table
     uint64_t interval_ns
     uint64_t sampling_ns                   # time spent inside wasmtime_guestprofiler_sample
     pthread_t last_thread
     int64_t last_cpu_ns
     bint have_last
+    uint64_t last_sample_ticks             # the engine clock's ticks at the last sample: host calls count from it
+    int host_depth                         # wrapped host calls in progress (nested through wasm)
+    uint64_t host_pending[HOST_DEPTH_MAX]  # intervals each of them ran before calling back into wasm
 
 
 cdef inline int64_t monotonic_ns() noexcept nogil:
@@ -302,32 +309,49 @@ cdef inline int64_t thread_cpu_ns() noexcept nogil:
     return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
 
 
+cdef inline void take_sample(Sampler *s) noexcept nogil:
+    """Record the store's current wasm stack with the CPU this thread used since its last sample (lock held)."""
+    cdef pthread_t me = pthread_self()
+    cdef int64_t now = thread_cpu_ns()
+    cdef int64_t entered
+    cdef uint64_t delta = 0
+    # A CPU delta is only meaningful against a reading taken on this same thread.
+    if s.have_last and pthread_equal(s.last_thread, me) and now >= s.last_cpu_ns:
+        delta = <uint64_t>(now - s.last_cpu_ns)
+    s.last_thread = me
+    s.last_cpu_ns = now
+    s.have_last = now >= 0
+    entered = monotonic_ns()
+    api.guestprofiler_sample(s.profiler, s.store, delta)
+    s.sampling_ns += <uint64_t>(monotonic_ns() - entered)
+    s.samples += 1
+
+
+cdef inline uint64_t own_ticks(Sampler *s, int64_t tick_ns) noexcept nogil:
+    """How many of the engine's ticks make one of this profiler's intervals (the engine ticks at the finest)."""
+    return max(1, (<int64_t>s.interval_ns + tick_ns // 2) // tick_ns) if tick_ns > 0 else 1
+
+
 cdef wasmtime_error_t *on_epoch_deadline(
         wasmtime_context_t *context, void *data, uint64_t *epoch_deadline_delta,
         wasmtime_update_deadline_kind_t *update_kind) noexcept nogil:
     """Wasmtime calls this on the guest's thread when the store crosses its epoch deadline. No GIL."""
     cdef Sampler *s = <Sampler *>data
-    cdef int64_t now, entered, tick_ns
-    cdef uint64_t delta = 0
-    cdef pthread_t me = pthread_self()
     cdef bint interrupt, timed_out
+    cdef uint64_t ticks, step, since
     pthread_mutex_lock(&s.lock)
     s.callbacks += 1
     if s.profiler != NULL and s.sampling and s.store != NULL and s.subscription != NULL:
-        now = thread_cpu_ns()
-        # A CPU delta is only meaningful against a reading taken on this same thread.
-        if s.have_last and pthread_equal(s.last_thread, me) and now >= s.last_cpu_ns:
-            delta = <uint64_t>(now - s.last_cpu_ns)
-        s.last_thread = me
-        s.last_cpu_ns = now
-        s.have_last = now >= 0
-        entered = monotonic_ns()
-        api.guestprofiler_sample(s.profiler, s.store, delta)
-        s.sampling_ns += <uint64_t>(monotonic_ns() - entered)
-        s.samples += 1
-        # The engine ticks at the finest interval asked for on it: ours may be a multiple of it.
-        tick_ns = gp_load_i64(&s.subscription.clock.interval_ns)
-        epoch_deadline_delta[0] = max(1, (<int64_t>s.interval_ns + tick_ns // 2) // tick_ns) if tick_ns > 0 else 1
+        take_sample(s)
+        ticks = gp_load_u64(&s.subscription.clock.ticks)
+        step = own_ticks(s, gp_load_i64(&s.subscription.clock.interval_ns))
+        # Inside a host call, wasm checks its epoch as soon as it is called back into: the whole
+        # intervals before that were the host function's.
+        since = ticks - s.last_sample_ticks if ticks >= s.last_sample_ticks else 0
+        if 0 < s.host_depth <= HOST_DEPTH_MAX and since >= 2 * step:
+            s.host_pending[s.host_depth - 1] += since // step - 1
+        s.last_sample_ticks = ticks
+        epoch_deadline_delta[0] = step
     else:
         # Stopped or finished: no more callbacks until start() sets a near deadline again.
         epoch_deadline_delta[0] = FAR_DEADLINE_TICKS
@@ -389,6 +413,7 @@ cdef class NativeProfiler:
     cdef readonly int64_t running_ns   # and for how long it ran
     cdef bint owns_engine
     cdef wasm_engine_t *engine
+    cdef list host_calls               # host calls that got samples, until their profile is finished
 
     def __cinit__(self, size_t engine_ptr, uint64_t engine_key, size_t store_ptr, bytes process_name,
                   uint64_t interval_ns, list modules, bint spin_ticker, int64_t ticker_interval_ns):
@@ -404,6 +429,7 @@ cdef class NativeProfiler:
         self.sampler.store = <wasmtime_store_t *>store_ptr
         with nogil:
             self.sampler.profiler = args.call_new()
+        self.host_calls = []
         self.engine_key = engine_key
         self.spin_ticker = spin_ticker
         self.ticker_interval_ns = ticker_interval_ns
@@ -457,6 +483,7 @@ cdef class NativeProfiler:
         s.last_thread = pthread_self()
         s.last_cpu_ns = thread_cpu_ns()
         s.have_last = s.last_cpu_ns >= 0
+        s.last_sample_ticks = self.ticks_at_start
         pthread_mutex_unlock(&s.lock)
         if self.store_attached:
             # Stopped, the store waited at a far deadline; sample from the next tick on.
@@ -502,7 +529,7 @@ cdef class NativeProfiler:
         return finish_profiler(p)
 
     def rotate(self, bytes process_name, list modules) -> tuple:
-        """Swap in a new wasmtime profiler and finish the old one; return (its JSON, samples so far).
+        """Swap in a new wasmtime profiler and finish the old one; return (its JSON, Wasmtime's samples so far).
 
         The swap happens under the sampler's lock, so every sample lands in exactly one profile.
         Any thread; the modules must be open (the caller checks).
@@ -524,6 +551,72 @@ cdef class NativeProfiler:
             raise RuntimeError("the profiler was already finished")
         return finish_profiler(old), samples
 
+    # -- host calls (see host_calls.py): entered and left on the guest's thread, GIL held
+
+    def host_enter(self):
+        """A host function starts: return what host_exit() needs, or None when not sampling."""
+        cdef Sampler *s = self.sampler
+        if self.subscription == NULL:
+            return None
+        pthread_mutex_lock(&s.lock)
+        samples = s.samples
+        if s.host_depth < HOST_DEPTH_MAX:
+            s.host_pending[s.host_depth] = 0
+        s.host_depth += 1
+        pthread_mutex_unlock(&s.lock)
+        return (monotonic_ns(), samples)
+
+    def host_exit(self, tuple entered, str name, size_t context_ptr) -> None:
+        """A host function returns (or raises): give it the samples of the intervals it spanned.
+
+        The ticker kept ticking while Python ran. Every whole interval since the last sample (taken
+        before the call, or by wasm it called back into) becomes a sample of this call: wasm checks
+        its epoch at every loop head and call, so ticks still pending when the call began came while
+        wasmtime-py was entering it. One real sample, taken here while the caller's wasm frames are
+        still on the stack, records the stack they share (the anchor); the rest are added when the
+        profile is finished (_host_frames.py).
+        """
+        cdef Sampler *s = self.sampler
+        cdef Subscription *subscription = self.subscription
+        cdef int64_t ended = monotonic_ns()
+        cdef int64_t started = entered[0]
+        cdef uint64_t samples_before = entered[1]
+        cdef uint64_t ticks = 0, step = 1, since, own, pending = 0, nested, anchor
+        if subscription != NULL:
+            ticks = gp_load_u64(&subscription.clock.ticks)
+            step = own_ticks(s, gp_load_i64(&subscription.clock.interval_ns))
+        pthread_mutex_lock(&s.lock)
+        s.host_depth -= 1
+        if s.host_depth < HOST_DEPTH_MAX:
+            pending = s.host_pending[s.host_depth]
+        if (subscription == NULL or not (s.sampling and s.profiler != NULL and s.store != NULL)
+                or s.samples < samples_before):
+            pthread_mutex_unlock(&s.lock)
+            return
+        since = ticks - s.last_sample_ticks if ticks >= s.last_sample_ticks else 0
+        own = since // step
+        nested = s.samples - samples_before
+        if own + pending == 0 and nested == 0:
+            pthread_mutex_unlock(&s.lock)
+            return
+        anchor = s.samples
+        take_sample(s)
+        # The anchor is one of the call's samples; without samples of its own it only marks the stack.
+        s.host_extra += <int64_t>(own + pending) - 1
+        # Keep the part of an interval not yet sampled, and have the caller's wasm sample when it is
+        # up: without this, it would take a sample for ticks just given to this call.
+        s.last_sample_ticks += own * step
+        pthread_mutex_unlock(&s.lock)
+        if own:
+            api.context_set_epoch_deadline(<wasmtime_context_t *>context_ptr, step - (since - own * step))
+        self.host_calls.append((anchor, own + pending, ended - started, name, samples_before))
+
+    def take_host_calls(self, uint64_t before) -> list:
+        """Remove and return the host calls whose anchor sample has an index below `before`."""
+        taken = [call for call in self.host_calls if call[0] < before]
+        self.host_calls = [call for call in self.host_calls if call[0] >= before]
+        return taken
+
     cdef uint64_t _read(self, uint64_t *field):
         pthread_mutex_lock(&self.sampler.lock)
         value = field[0]
@@ -532,6 +625,15 @@ cdef class NativeProfiler:
 
     @property
     def sample_count(self) -> int:
+        """Samples taken so far, host-call samples included."""
+        pthread_mutex_lock(&self.sampler.lock)
+        value = self.sampler.samples + self.sampler.host_extra
+        pthread_mutex_unlock(&self.sampler.lock)
+        return value
+
+    @property
+    def wasmtime_sample_count(self) -> int:
+        """Samples in Wasmtime's tables (across rotations): the index the next one will have."""
         return self._read(&self.sampler.samples)
 
     @property

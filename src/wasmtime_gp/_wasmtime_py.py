@@ -63,6 +63,11 @@ def context_address(store: wasmtime.Store) -> int:
         raise ClosedObjectError(f"the store is closed ({exc})") from None
 
 
+def caller_context_address(caller: wasmtime.Caller) -> int:
+    """The context a host function's Caller runs in: the same address as its store's `_context()`."""
+    return _address(caller._context())
+
+
 def before_engine_close(engine: wasmtime.Engine, callback: Callable[[], object]) -> None:
     """Run `callback` (held weakly, a bound method) just before wasmtime-py deletes `engine`'s C object.
 

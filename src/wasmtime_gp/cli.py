@@ -52,11 +52,13 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("profile", type=Path)
     report.add_argument("--top", type=int, default=15, help="rows in the top table")
     report.add_argument("--tree", action="store_true", help="also print the call tree")
+    _host_option(report)
 
     convert = commands.add_parser("convert", help="convert a profile for another tool")
     convert.add_argument("profile", type=Path)
     convert.add_argument("--to", required=True, choices=["collapsed", "speedscope", "pprof", "html"])
     convert.add_argument("-o", "--output", type=Path, required=True)
+    _host_option(convert)
 
     merge = commands.add_parser("merge", help="merge profiles (stores, threads) into one, a thread each")
     merge.add_argument("profiles", type=Path, nargs="+")
@@ -69,6 +71,16 @@ def _parser() -> argparse.ArgumentParser:
     view.add_argument("--port", type=int, default=0, help="port for the local server (default: any free one)")
     view.add_argument("--no-browser", action="store_true", help="only print the address")
     return parser
+
+
+def _host_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--host",
+        choices=["include", "exclude", "only"],
+        default="include",
+        help="samples inside host functions (wrapped with wasmtime_gp.host_calls): keep them (default), "
+        "leave them out, or show only them",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -111,7 +123,7 @@ def load_profile(path: Path) -> Profile:
 def _report(args: argparse.Namespace) -> int:
     from wasmtime_gp import report
 
-    profile = load_profile(args.profile)
+    profile = load_profile(args.profile).filter_host(args.host)
     sys.stdout.write(report.render(profile, top=args.top, tree=args.tree, color=report.use_color(sys.stdout)))
     return 0
 
@@ -130,7 +142,7 @@ def _merge(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     from wasmtime_gp.exports import FORMATS
 
-    profile = load_profile(args.profile)
+    profile = load_profile(args.profile).filter_host(args.host)
     args.output.write_bytes(FORMATS[args.to](profile))
     print(f"wrote {args.output} ({args.to})")
     return 0

@@ -173,18 +173,18 @@ class ContinuousProfiler:
             self._rotate_locked()
 
     def _rotate_locked(self) -> None:
-        data, samples_total = self._profiler._rotate()
+        data, sample_count = self._profiler._rotate()
         ended = time.time()
         rotated = RotatedProfile(
             data=with_labels(data, self.labels),
             sequence=self._sequence,
             started=self._slice_started,
             ended=ended,
-            sample_count=samples_total - self._samples_delivered,
+            sample_count=sample_count,
             labels=dict(self.labels),
         )
         self._sequence += 1
-        self._samples_delivered = samples_total
+        self._samples_delivered += sample_count
         self._slice_started = ended
         try:
             self._sink(rotated)

@@ -10,22 +10,31 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import accumulate
 from typing import Any, Literal
 
 from wasmtime_gp._errors import ProfileFormatError
 
 
+HOST_MODULE = "[host]"  # the module of the frames host_calls adds: `[host] <module>.<name>`
+
+HostFilter = Literal["include", "exclude", "only"]
+
+
 @dataclass(frozen=True)
 class Frame:
-    """One wasm function in a stack."""
+    """One function in a stack: a wasm function, or a host function the guest called (see host_calls)."""
 
     function: str
     module: str
 
+    @property
+    def is_host(self) -> bool:
+        return self.module == HOST_MODULE
+
     def __str__(self) -> str:
-        return f"{self.function} [{self.module}]"
+        return self.function if self.is_host else f"{self.function} [{self.module}]"
 
 
 @dataclass(frozen=True)
@@ -153,6 +162,32 @@ class Profile:
                 node.total += 1
             node.self += 1
         return root
+
+    @property
+    def host_sample_count(self) -> int:
+        """Samples taken inside host functions (the innermost frame is a host frame)."""
+        return sum(1 for sample in self.samples if sample.stack and sample.stack[-1].is_host)
+
+    def filter_host(self, host: HostFilter) -> Profile:
+        """A copy with host calls kept ("include"), left out ("exclude") or alone ("only").
+
+        "exclude" drops the samples taken inside host functions and the host frames of wasm they
+        called back into: what is left is the guest's own time. "only" keeps the samples inside
+        host functions.
+        """
+        if host == "include":
+            return self
+        if host == "exclude":
+            samples = [
+                replace(sample, stack=tuple(frame for frame in sample.stack if not frame.is_host))
+                for sample in self.samples
+                if not (sample.stack and sample.stack[-1].is_host)
+            ]
+        elif host == "only":
+            samples = [sample for sample in self.samples if sample.stack and sample.stack[-1].is_host]
+        else:
+            raise ValueError(f'host must be "include", "exclude" or "only", not {host!r}')
+        return Profile(self.name, self.interval, self.start_time, self.duration, samples, dict(self.labels))
 
     def stack_counts(self) -> Counter[tuple[Frame, ...]]:
         """How many samples each distinct stack has."""

@@ -16,7 +16,7 @@ from typing import Union
 
 import wasmtime
 
-from wasmtime_gp import _checks, _core, _module_names, _wasmtime_py
+from wasmtime_gp import _checks, _core, _host_frames, _module_names, _wasmtime_py, host_calls
 from wasmtime_gp._errors import (
     GuestProfilerError,
     ProfilerStateError,
@@ -154,6 +154,8 @@ class GuestProfiler:
         self._finished = False
         self._warned_starved = False
         self._result: bytes | None = None
+        self._first_sample = 0  # index, among all of Wasmtime's samples, of the current profile's first
+        self._context = _wasmtime_py.context_address(store)
         self._lock = threading.Lock()
         with _registry_lock:
             current = _profilers_by_store.get(store_address)
@@ -254,6 +256,8 @@ class GuestProfiler:
 
     def _stop_native(self) -> None:
         """Stop sampling (lock held); keep what is left of the timeout for the next start()."""
+        if host_calls.running.get(self._context) is self._native:
+            del host_calls.running[self._context]
         left = self._native.stop()
         if self._timeout_left_ns:
             self._timeout_left_ns = left
@@ -269,7 +273,8 @@ class GuestProfiler:
             self._require_store()
             if self.timed_out:
                 raise ProfilerStateError("the timeout was reached: finish() this profiler")
-            self._native.start(_wasmtime_py.context_address(self._store), self._timeout_left_ns)
+            self._native.start(self._context, self._timeout_left_ns)
+            host_calls.running[self._context] = self._native
             self._running = True
 
     def interrupt(self) -> None:
@@ -317,24 +322,33 @@ class GuestProfiler:
             self._stop_running()
             self._finished = True
             try:
-                self._result = bytes(self._native.finish())
+                data = bytes(self._native.finish())
             except RuntimeError as exc:
                 raise GuestProfilerError(f"Wasmtime could not write the profile: {exc}") from None
+            self._result, _ = self._with_host_calls(data, self._native.wasmtime_sample_count)
             return self._result
+
+    def _with_host_calls(self, data: bytes, end: int) -> tuple[bytes, int]:
+        """Write in the host calls anchored in the profile that holds Wasmtime's samples up to `end`."""
+        first, self._first_sample = self._first_sample, end
+        calls = [_host_frames.HostCall(*call) for call in self._native.take_host_calls(end)]
+        if not calls:
+            return data, end - first
+        return _host_frames.splice(data, calls, first)
 
     def _rotate(self) -> tuple[bytes, int]:
         """Finish the profile so far and go on sampling into a new one, losing no sample.
 
-        Returns the finished JSON and the samples taken since creation. For ContinuousProfiler.
+        Returns the finished JSON and the samples in it. For ContinuousProfiler.
         """
         with self._lock:
             self._require_unfinished("rotate")
             modules = [(name, _wasmtime_py.module_address(module)) for name, module in self._named]
             try:
-                data, samples = self._native.rotate(self._process_name, modules)
+                data, end = self._native.rotate(self._process_name, modules)
             except RuntimeError as exc:
                 raise GuestProfilerError(f"Wasmtime could not write the profile: {exc}") from None
-            return bytes(data), int(samples)
+            return self._with_host_calls(bytes(data), int(end))
 
     def profile(self) -> Profile:
         """The profile as a `Profile`: finishes the profiler first if it is not finished yet."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import TextIO
 
-from wasmtime_gp.profile import CallNode, Profile
+from wasmtime_gp.profile import CallNode, Frame, Profile
 
 _RESET, _BOLD, _DIM = "\x1b[0m", "\x1b[1m", "\x1b[2m"
 _RED, _YELLOW, _GREEN = "\x1b[31m", "\x1b[33m", "\x1b[32m"
@@ -30,10 +30,18 @@ class _Paint:
 
 
 def summary_line(profile: Profile) -> str:
-    return (
+    line = (
         f"{profile.name}: {profile.sample_count:,} samples every {_duration(profile.interval)} "
         f"over {profile.duration:.2f} s (guest CPU {profile.cpu_time:.2f} s)"
     )
+    host = profile.host_sample_count
+    if host:
+        line += f"; {100 * host / profile.sample_count:.1f} % in host calls"
+    return line
+
+
+def _module_label(frame: Frame, paint: _Paint) -> str:
+    return "" if frame.is_host else " " + paint(f"[{frame.module}]", _DIM)
 
 
 def top_table(profile: Profile, n: int = 15, color: bool = False) -> str:
@@ -44,7 +52,7 @@ def top_table(profile: Profile, n: int = 15, color: bool = False) -> str:
         lines.append(
             f"{paint.percent(row.self_percent, f'{row.self_percent:7.1f}')}  "
             f"{paint.percent(row.total_percent, f'{row.total_percent:7.1f}')}  "
-            f"{row.self_samples:8,}  {paint(row.frame.function, _BOLD)} {paint(f'[{row.frame.module}]', _DIM)}"
+            f"{row.self_samples:8,}  {paint(row.frame.function, _BOLD)}{_module_label(row.frame, paint)}"
         )
     if not rows:
         lines.append("  (no samples with guest frames)")
@@ -63,7 +71,7 @@ def call_tree(profile: Profile, min_percent: float = 1.0, max_depth: int = 40, c
         percent = 100 * node.total / total
         label = paint(node.frame.function, _BOLD)
         if node.frame.module != module:
-            label += " " + paint(f"[{node.frame.module}]", _DIM)
+            label += _module_label(node.frame, paint)
         lines.append(f"{indent}{paint.percent(percent, f'{percent:5.1f}%')} {label}")
         children = [c for c in node.sorted_children() if 100 * c.total / total >= min_percent]
         if depth >= max_depth and children:

@@ -1,0 +1,242 @@
+"""Write the host calls a profiler recorded into the Firefox JSON that Wasmtime wrote.
+
+Wasmtime only samples wasm. While a wrapped host function runs, the ticker keeps counting our
+intervals; when the function returns, `NativeProfiler.host_exit` takes one real sample (the
+*anchor*: the caller's wasm stack, still on the thread) and records how many samples the call
+earned. Here each call becomes a `[host] module.name` frame on top of its anchor's stack, with
+as many samples as it earned spread over its duration, an interval marker, and the frame is
+inserted into the stacks of everything sampled while it ran (wasm it called back into, and host
+calls nested in that). A call that earned nothing itself but had nested samples keeps its anchor
+only to know its depth; that sample is removed again and its CPU time given to the next one.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+from typing import Any, NamedTuple
+
+HOST_RESOURCE = "[host]"  # the "module" of every host frame
+HOST_PREFIX = "[host] "
+HOST_CATEGORY = {"name": "Host", "color": "orange", "subcategories": ["Other"]}
+MARKER_TYPE = "HostCall"
+# preprocessedProfileVersion 55 renamed markerSchema's `data` to `fields`.
+FIELDS_RENAMED_IN = 55
+
+
+class HostCall(NamedTuple):
+    anchor: int  # index of the anchor sample among all Wasmtime samples of the profiler (across rotations)
+    samples: int  # samples the call earned itself (0: the anchor only marks its stack)
+    wall_ns: int
+    name: str  # "module.name"
+    first_nested: int  # index of the first Wasmtime sample taken while the call ran
+
+
+def frame_name(name: str) -> str:
+    return HOST_PREFIX + name
+
+
+def splice(data: bytes, calls: list[HostCall], base: int) -> tuple[bytes, int]:
+    """Return the profile with `calls` written in, and its sample count. `base`: the index of its first sample."""
+    raw = json.loads(data)
+    thread = raw["threads"][0]
+    strings: list[str] = thread["stringArray"] if "stringArray" in thread else raw["shared"]["stringArray"]
+    table = _Tables(raw, thread, strings)
+    samples = thread["samples"]
+    times = _absolute_times(samples)
+    stacks: list[int | None] = list(samples["stack"])
+    cpu: list[float] = list(samples.get("threadCPUDelta") or [0] * len(times))
+
+    frames = table.frames_of  # read before any insertion: depths refer to the stacks Wasmtime wrote
+    inserts: dict[int, list[tuple[int, int]]] = {}  # sample -> (depth, host frame) to insert
+    extra: list[tuple[float, int, float]] = []  # (time, sample whose stack to copy, cpu) to add
+    dropped: set[int] = set()
+    for call in calls:
+        anchor = call.anchor - base
+        if not 0 <= anchor < len(stacks):
+            continue  # its anchor went into another profile (a rotation in between)
+        host_frame = table.host_frame(call.name)
+        depth = len(frames(stacks[anchor]))
+        for nested in range(max(call.first_nested - base, 0), anchor):
+            inserts.setdefault(nested, []).append((depth, host_frame))
+        if call.samples == 0:
+            dropped.add(anchor)
+            continue
+        inserts.setdefault(anchor, []).append((depth, host_frame))
+        end, wall = times[anchor], call.wall_ns / 1e6
+        share = cpu[anchor] / call.samples
+        cpu[anchor] = share
+        for k in range(1, call.samples):
+            extra.append((max(end - wall * k / call.samples, 0.0), anchor, share))
+        table.add_marker(call.name, max(end - wall, 0.0), end, call.samples)
+
+    original = {index: frames(stacks[index]) for index in inserts}
+    for index, pairs in inserts.items():
+        stacks[index] = table.intern(_with_inserts(original[index], pairs))
+    rows = [(times[i], stacks[i], cpu[i]) for i in range(len(stacks)) if i not in dropped]
+    rows += [(time, stacks[source], share) for time, source, share in extra]
+    rows.sort(key=lambda row: row[0])
+    row_times = [row[0] for row in rows]
+    for index in dropped:  # a dropped anchor's CPU time goes to the next sample
+        later = bisect.bisect_left(row_times, times[index])
+        if later < len(rows):
+            time, stack, delta = rows[later]
+            rows[later] = (time, stack, delta + cpu[index])
+    _write_samples(samples, rows)
+    return json.dumps(raw, ensure_ascii=False, separators=(",", ":")).encode(), len(rows)
+
+
+def _with_inserts(frames: list[int], pairs: list[tuple[int, int]]) -> list[int]:
+    out = list(frames)
+    for depth, frame in sorted(pairs, reverse=True):  # deepest first keeps the shallower depths valid
+        out.insert(min(depth, len(out)), frame)
+    return out
+
+
+def _absolute_times(samples: dict[str, Any]) -> list[float]:
+    if "time" in samples:
+        return list(samples["time"])
+    total, times = 0.0, []
+    for delta in samples["timeDeltas"]:
+        total += delta
+        times.append(total)
+    return times
+
+
+def _write_samples(samples: dict[str, Any], rows: list[tuple[float, int | None, float]]) -> None:
+    samples["stack"] = [row[1] for row in rows]
+    if "time" in samples:
+        samples["time"] = [row[0] for row in rows]
+    else:
+        previous, deltas = 0.0, []
+        for row in rows:
+            deltas.append(row[0] - previous)
+            previous = row[0]
+        samples["timeDeltas"] = deltas
+    if "threadCPUDelta" in samples:
+        samples["threadCPUDelta"] = [round(row[2]) for row in rows]
+    if isinstance(samples.get("weight"), list):
+        samples["weight"] = [1] * len(rows)
+    samples["length"] = len(rows)
+
+
+def _append(table: dict[str, Any], row: dict[str, Any]) -> int:
+    """Add a row to a column-oriented table; columns the row does not name get null."""
+    index: int = table["length"]
+    for key, column in table.items():
+        if isinstance(column, list):
+            column.append(row.get(key))
+    table["length"] = index + 1
+    return index
+
+
+class _Tables:
+    """The tables of one thread, with the stack and host-frame interning a splice needs."""
+
+    def __init__(self, raw: dict[str, Any], thread: dict[str, Any], strings: list[str]):
+        self.raw, self.thread, self.strings = raw, thread, strings
+        stack_table = thread["stackTable"]
+        self.prefix: list[int | None] = stack_table["prefix"]
+        self.frame: list[int] = stack_table["frame"]
+        self.stack_index = {(p, f): i for i, (p, f) in enumerate(zip(self.prefix, self.frame))}
+        self.host_frames: dict[str, int] = {}
+        self._category: int | None = None
+        self._resource: int | None = None
+
+    def frames_of(self, stack: int | None) -> list[int]:
+        out = []
+        while stack is not None:
+            out.append(self.frame[stack])
+            stack = self.prefix[stack]
+        return out[::-1]
+
+    def intern(self, frames: list[int]) -> int | None:
+        stack: int | None = None
+        for frame in frames:
+            key = (stack, frame)
+            if key not in self.stack_index:
+                category = self.thread["frameTable"]["category"][frame]
+                self.stack_index[key] = _append(
+                    self.thread["stackTable"],
+                    {"prefix": stack, "frame": frame, "category": category, "subcategory": 0},
+                )
+            stack = self.stack_index[key]
+        return stack
+
+    def string(self, text: str) -> int:
+        self.strings.append(text)
+        return len(self.strings) - 1
+
+    def category(self) -> int:
+        if self._category is None:
+            categories = self.raw["meta"].setdefault("categories", [])
+            categories.append(dict(HOST_CATEGORY))
+            self._category = len(categories) - 1
+        return self._category
+
+    def resource(self) -> int:
+        if self._resource is None:
+            self._resource = _append(
+                self.thread["resourceTable"], {"lib": None, "name": self.string(HOST_RESOURCE), "type": 0}
+            )
+        return self._resource
+
+    def host_frame(self, name: str) -> int:
+        if name not in self.host_frames:
+            func = _append(
+                self.thread["funcTable"],
+                {
+                    "name": self.string(frame_name(name)),
+                    "isJS": False,
+                    "relevantForJS": False,
+                    "resource": self.resource(),
+                },
+            )
+            self.host_frames[name] = _append(
+                self.thread["frameTable"],
+                {
+                    "address": -1,
+                    "inlineDepth": 0,
+                    "category": self.category(),
+                    "subcategory": 0,
+                    "func": func,
+                    "innerWindowID": 0,
+                },
+            )
+        return self.host_frames[name]
+
+    def add_marker(self, name: str, start: float, end: float, samples: int) -> None:
+        self._declare_marker_schema()
+        _append(
+            self.thread["markers"],
+            {
+                "name": self.string(frame_name(name)),
+                "startTime": start,
+                "endTime": end,
+                "phase": 1,  # an interval
+                "category": self.category(),
+                "data": {"type": MARKER_TYPE, "function": name, "samples": samples},
+            },
+        )
+        self.thread["showMarkersInTimeline"] = True
+
+    def _declare_marker_schema(self) -> None:
+        meta = self.raw["meta"]
+        schemas = meta.setdefault("markerSchema", [])
+        if any(schema.get("name") == MARKER_TYPE for schema in schemas):
+            return
+        fields = [
+            {"key": "function", "label": "Host function", "format": "string"},
+            {"key": "samples", "label": "Samples", "format": "integer"},
+        ]
+        fields_key = "fields" if meta.get("preprocessedProfileVersion", 0) >= FIELDS_RENAMED_IN else "data"
+        schemas.append(
+            {
+                "name": MARKER_TYPE,
+                "display": ["marker-chart", "marker-table", "timeline-overview"],
+                "chartLabel": "{marker.data.function}",
+                "tooltipLabel": "host call {marker.data.function}",
+                "tableLabel": "{marker.data.function}",
+                fields_key: fields,
+            }
+        )

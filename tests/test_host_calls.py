@@ -1,0 +1,239 @@
+"""Host-call profiling: time inside the Python functions a guest imports, as `[host]` frames."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from typing import Any, Callable
+
+import pytest
+import wasmtime
+from conftest import make_engine
+from guests import HOST_CALLS
+
+from wasmtime_gp import ContinuousProfiler, GuestProfiler, Profile, host_calls
+from wasmtime_gp.exports import to_collapsed, to_pprof, to_speedscope
+from wasmtime_gp.report import render
+
+I32, I64 = wasmtime.ValType.i32(), wasmtime.ValType.i64()
+
+
+def busy(seconds: float) -> None:
+    until = time.perf_counter() + seconds
+    while time.perf_counter() < until:
+        pass
+
+
+class App:
+    """HOST_CALLS instantiated through an instrumented Linker, with its host functions defined in Python."""
+
+    def __init__(self, slow_seconds: float = 0.004, engine: wasmtime.Engine | None = None):
+        self.engine = engine or make_engine()
+        self.store = wasmtime.Store(self.engine)
+        self.store.set_epoch_deadline(1 << 40)
+        self.module = wasmtime.Module(self.engine, HOST_CALLS)
+        self.slow_seconds = slow_seconds
+        self.slow_error: BaseException | None = None
+        self.during_slow: Callable[[], object] | None = None
+        self.callers: list[Any] = []
+        linker = host_calls.instrument(wasmtime.Linker(self.engine))
+        # A FuncType per engine: Wasmtime >= 41 ties types to the engine that first used them (and
+        # aborts on a mismatch), so these are never module-level constants.
+        linker.define_func("env", "slow", wasmtime.FuncType([I32], []), self.slow)
+        linker.define_func("env", "tiny", wasmtime.FuncType([I32], [I32]), lambda k: k & 1)
+        linker.define_func(
+            "env", "call_back", wasmtime.FuncType([I64], []), self.call_back, access_caller=True
+        )
+        self.instance = linker.instantiate(self.store, self.module)
+
+    def slow(self, k: int) -> None:
+        if self.slow_error is not None:
+            raise self.slow_error
+        busy(self.slow_seconds)
+        if self.during_slow is not None:
+            self.during_slow()
+            busy(self.slow_seconds)
+
+    def call_back(self, caller: wasmtime.Caller, n: int) -> None:
+        self.callers.append(caller)
+        busy(self.slow_seconds)
+        self("inner", n)
+
+    def __call__(self, name: str, *args: Any) -> Any:
+        func = self.instance.exports(self.store)[name]
+        assert isinstance(func, wasmtime.Func)
+        return func(self.store, *args)
+
+    def profiler(self, interval: float = 0.001) -> GuestProfiler:
+        return GuestProfiler(self.store, [self.module], interval=interval)
+
+
+def host(name: str) -> str:
+    return f"[host] {name}"
+
+
+def names(stack: tuple[Any, ...]) -> tuple[str, ...]:
+    return tuple(frame.function for frame in stack)
+
+
+def test_a_slow_host_function_is_the_top_entry_by_name(spins_for):
+    app = App(slow_seconds=0.004)
+    with app.profiler() as profiler:
+        app("work", 100, spins_for(0.0015))  # about 400 ms in env.slow, 150 ms in wasm
+    profile = profiler.profile()
+    top = profile.top(3)
+    assert top[0].frame.function == host("env.slow") and top[0].frame.is_host
+    assert top[0].self_percent > 55, top
+    assert top[1].frame.function == "spin"
+    # On top of the calling guest stack, at about one sample per interval of the calls' 400 ms.
+    slow_stacks = {names(s.stack) for s in profile.samples if s.stack[-1].is_host}
+    assert slow_stacks == {("work", host("env.slow"))}
+    assert 300 <= top[0].self_samples <= 420
+    assert profiler.sample_count == profile.sample_count
+    assert profile.host_sample_count == top[0].self_samples
+    assert "% in host calls" in render(profile)
+
+
+def test_host_samples_have_times_within_the_calls_and_cpu_time():
+    app = App(slow_seconds=0.02)
+    with app.profiler() as profiler:
+        app("work", 5, 1)
+    profile = profiler.profile()
+    times = [s.time for s in profile.samples]
+    assert times == sorted(times) and times[0] >= 0 and times[-1] <= profile.duration
+    host_samples = [s for s in profile.samples if s.stack[-1].is_host]
+    assert 80 <= len(host_samples) <= 101
+    # busy() burns CPU: the host samples carry it (10 ms of CPU would be far too little for 100 ms).
+    assert sum(s.cpu_delta for s in host_samples) > 0.05
+
+
+def test_calls_appear_as_interval_markers_in_the_firefox_profile():
+    app = App(slow_seconds=0.01)
+    with app.profiler() as profiler:
+        app("work", 3, 1)
+    raw = json.loads(profiler.finish())
+    thread = raw["threads"][0]
+    strings = thread["stringArray"] if "stringArray" in thread else raw["shared"]["stringArray"]
+    markers = thread["markers"]
+    assert markers["length"] == 3
+    assert {strings[name] for name in markers["name"]} == {host("env.slow")}
+    for start, end, phase, data in zip(markers["startTime"], markers["endTime"], markers["phase"], markers["data"]):
+        assert phase == 1 and 9.5 <= end - start <= 30, (start, end)
+        assert data["type"] == "HostCall" and data["function"] == "env.slow" and data["samples"] >= 8
+    (schema,) = [s for s in raw["meta"]["markerSchema"] if s["name"] == "HostCall"]
+    assert ("fields" if raw["meta"]["preprocessedProfileVersion"] >= 55 else "data") in schema
+    assert any(category["name"] == "Host" for category in raw["meta"]["categories"])
+
+
+def test_reentrant_calls_nest_under_the_outer_host_frame(spins_for):
+    app = App(slow_seconds=0.01)
+    with app.profiler() as profiler:
+        for _ in range(5):
+            app("reenter", spins_for(0.01))
+    profile = profiler.profile()
+    stacks = {names(s.stack) for s in profile.samples}
+    outer = ("reenter", host("env.call_back"))
+    assert outer in stacks  # time in call_back itself
+    assert (*outer, "inner", "spin") in stacks  # the wasm it called back into
+    assert (*outer, "inner", host("env.slow")) in stacks  # and the host call nested in that
+    assert all(stack[:2] == outer for stack in stacks if len(stack) > 1), stacks
+    assert profiler.sample_count == profile.sample_count
+    assert all(isinstance(caller, wasmtime.Caller) for caller in app.callers)
+
+
+def test_exceptions_from_host_functions_propagate_unchanged():
+    app = App()
+    error = ValueError("the host failed")
+    app.slow_error = error
+    with app.profiler():
+        with pytest.raises(ValueError) as raised:
+            app("work", 1, 1)
+    assert raised.value is error
+    with pytest.raises(ValueError) as raised:  # and without a profiler
+        app("work", 1, 1)
+    assert raised.value is error
+
+
+def test_without_a_running_profiler_calls_pass_straight_through():
+    app = App(slow_seconds=0.0)
+    assert app("many", 1000) == 500
+    profiler = app.profiler()
+    assert not host_calls.running
+    profiler.start()
+    assert host_calls.running
+    profiler.stop()
+    assert not host_calls.running
+    app("work", 3, 1)  # stopped: nothing recorded
+    assert profiler.profile().host_sample_count == 0
+
+
+def test_many_tiny_calls_add_up_to_their_share():
+    app = App()
+    with app.profiler(interval=0.0005) as profiler:
+        assert app("many", 200_000) == 100_000
+    profile = profiler.profile()
+    # Nearly all the time is wasmtime-py's and Python's. The way in (and the function) is the call's;
+    # the way back out, after the wrapper returns, shows on the calling wasm function (documented).
+    assert profile.host_sample_count > 0.2 * profile.sample_count, profile.top(3)
+    assert {row.frame.function for row in profile.top(2)} == {host("env.tiny"), "many"}
+    assert profiler.sample_count == profile.sample_count
+
+
+def test_a_single_func_with_a_name():
+    engine = make_engine()
+    store = wasmtime.Store(engine)
+    store.set_epoch_deadline(1 << 40)
+    module = wasmtime.Module(
+        engine,
+        '(module $m (import "" "f" (func $f)) (func $run (export "run") (call $f) (call $f)))',
+    )
+    f = host_calls.func(store, wasmtime.FuncType([], []), lambda: busy(0.01), name="lookup.user")
+    instance = wasmtime.Instance(store, module, [f])
+    with GuestProfiler(store, [module], interval=0.001) as profiler:
+        instance.exports(store)["run"](store)
+    top = profiler.profile().top(1)[0]
+    assert top.frame.function == host("lookup.user") and top.self_samples >= 15
+
+
+def test_host_frames_flow_into_every_export_and_can_be_filtered(spins_for):
+    app = App(slow_seconds=0.004)
+    with app.profiler() as profiler:
+        app("work", 30, spins_for(0.002))
+    profile = profiler.profile()
+    assert "work;[host] env.slow " in to_collapsed(profile)
+    speedscope = json.loads(to_speedscope(profile))
+    assert {"name": host("env.slow"), "file": "[host]"} in speedscope["shared"]["frames"]
+    assert host("env.slow").encode() in gzip.decompress(to_pprof(profile))
+
+    guest_only = profile.filter_host("exclude")
+    assert guest_only.host_sample_count == 0
+    assert guest_only.sample_count == profile.sample_count - profile.host_sample_count
+    assert all(not frame.is_host for s in guest_only.samples for frame in s.stack)
+    host_only = profile.filter_host("only")
+    assert host_only.sample_count == profile.host_sample_count
+    assert profile.filter_host("include") is profile
+
+
+def test_rotation_keeps_every_host_sample():
+    app = App(slow_seconds=0.003)
+    slices: list[Profile] = []
+    continuous = ContinuousProfiler(
+        app.store,
+        [app.module],
+        sink=lambda rotated: slices.append(Profile.from_bytes(rotated.data)),
+        period=3600,
+        interval=0.001,
+    )
+    with continuous:
+        # A guest looping through Python host calls keeps the GIL from other threads (wasmtime-py
+        # re-enters Python at once), so rotate from here: between runs, and in the middle of a call.
+        for _ in range(4):
+            app("work", 10, 1)
+            continuous.rotate()
+        app.during_slow = continuous.rotate
+        app("work", 3, 1)
+    total = sum(p.sample_count for p in slices)
+    assert len(slices) == 4 + 3 + 1
+    assert total == continuous.profiler.sample_count
+    assert sum(p.host_sample_count for p in slices) > 0.8 * total
