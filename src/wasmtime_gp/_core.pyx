@@ -553,7 +553,17 @@ cdef class NativeProfiler:
 
     # -- host calls (see host_calls.py): entered and left on the guest's thread, GIL held
 
-    def host_enter(self):
+    def host_call(self, function, tuple args, str name, size_t context_ptr):
+        """Call a wrapped host function on the guest's thread, its time recorded as a host call."""
+        entered = self.host_enter()
+        if entered is None:
+            return function(*args)
+        try:
+            return function(*args)
+        finally:
+            self.host_exit(entered, name, context_ptr)
+
+    cdef host_enter(self):
         """A host function starts: return what host_exit() needs, or None when not sampling."""
         cdef Sampler *s = self.sampler
         if self.subscription == NULL:
@@ -566,7 +576,7 @@ cdef class NativeProfiler:
         pthread_mutex_unlock(&s.lock)
         return (monotonic_ns(), samples)
 
-    def host_exit(self, tuple entered, str name, size_t context_ptr) -> None:
+    cdef host_exit(self, tuple entered, str name, size_t context_ptr):
         """A host function returns (or raises): give it the samples of the intervals it spanned.
 
         The ticker kept ticking while Python ran. Every whole interval since the last sample (taken

@@ -21,11 +21,11 @@ from typing import Any
 
 import wasmtime
 
-from wasmtime_gp import _wasmtime_py
+from wasmtime_gp import _core, _wasmtime_py
 from wasmtime_gp._errors import ProfilerTypeError, ProfilerValueError
 
 # The running profilers' native halves, by the address of their store's context. Filled by GuestProfiler.
-running: dict[int, Any] = {}
+running: dict[int, _core.NativeProfiler] = {}
 
 _INSTRUMENTED = "_wasmtime_gp_host_calls"
 
@@ -40,15 +40,6 @@ def _check_name(name: object) -> str:
     return name
 
 
-def _timed(function: Callable[..., Any], name: str, params: tuple[Any, ...], native: Any, context: int) -> Any:
-    entered = native.host_enter()
-    try:
-        return function(*params)
-    finally:
-        if entered is not None:
-            native.host_exit(entered, name, context)
-
-
 def _linker_host_call(function: Callable[..., Any], name: str, pass_caller: bool) -> Callable[..., Any]:
     """Defined with access_caller=True: the caller tells which store (and so which profiler) runs."""
 
@@ -60,7 +51,7 @@ def _linker_host_call(function: Callable[..., Any], name: str, pass_caller: bool
         native = running.get(context)
         if native is None:
             return function(*args)
-        return _timed(function, name, args, native, context)
+        return native.host_call(function, args, name, context)
 
     return functools.wraps(function)(host_call)
 
@@ -113,6 +104,6 @@ def func(
         native = running.get(context) if running else None
         if native is None:
             return function(*args)
-        return _timed(function, label, args, native, context)
+        return native.host_call(function, args, label, context)
 
     return wasmtime.Func(store, ty, functools.wraps(function)(host_call), access_caller)

@@ -16,7 +16,6 @@ from typing import Any, Literal
 
 from wasmtime_gp._errors import ProfileFormatError
 
-
 HOST_MODULE = "[host]"  # the module of the frames host_calls adds: `[host] <module>.<name>`
 
 HostFilter = Literal["include", "exclude", "only"]
