@@ -238,3 +238,22 @@ def test_rotation_keeps_every_host_sample():
     assert len(slices) == 4 + 3 + 1
     assert total == continuous.profiler.sample_count
     assert sum(p.host_sample_count for p in slices) > 0.8 * total
+
+
+def test_report_and_convert_filter_host_frames_on_the_command_line(tmp_path, capsys):
+    from wasmtime_gp.cli import main
+
+    app = App(slow_seconds=0.004)
+    with app.profiler() as profiler:
+        app("work", 20, 1)
+    path = profiler.save(tmp_path / "app.json")
+    assert main(["report", str(path)]) == 0
+    assert "[host] env.slow" in capsys.readouterr().out
+    assert main(["report", str(path), "--host", "exclude"]) == 0
+    assert "[host]" not in capsys.readouterr().out
+    assert (
+        main(["convert", str(path), "--to", "collapsed", "--host", "only", "-o", str(tmp_path / "c.txt")])
+        == 0
+    )
+    lines = (tmp_path / "c.txt").read_text().splitlines()
+    assert lines and all(line.startswith("work;[host] env.slow ") for line in lines)
