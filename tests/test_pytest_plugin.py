@@ -1,0 +1,161 @@
+"""The pytest plugin (pytest_wasmtime_gp), run by pytester in fresh pytest processes."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+from guests import CHAIN
+
+pytest_plugins = ["pytester"]
+
+# Test files for the inner pytest runs: a CHAIN guest, profiled through the fixture.
+PRELUDE = f'''
+import pytest, wasmtime
+
+CHAIN = """{CHAIN}"""
+
+def guest():
+    config = wasmtime.Config()
+    config.epoch_interruption = True
+    engine = wasmtime.Engine(config)
+    store = wasmtime.Store(engine)
+    store.set_epoch_deadline(1 << 40)
+    module = wasmtime.Module(engine, CHAIN)
+    run = wasmtime.Instance(store, module, []).exports(store)["run"]
+    return store, module, lambda n: run(store, n)
+'''
+
+PROFILED_TESTS = """
+@pytest.mark.parametrize("size", ["small", "a/b c"])
+def test_chain(wasm_profiler, size):
+    store, module, run = guest()
+    with wasm_profiler(store, [module]) as profiler:
+        run(30_000_000)
+    assert profiler.profile().top(1)[0].frame.function == "inner"
+"""
+
+
+def write_tests(pytester: pytest.Pytester, body: str) -> None:
+    pytester.makepyfile(test_guest=PRELUDE + textwrap.dedent(body))
+
+
+def test_off_it_changes_nothing_and_loads_no_extension(pytester):
+    write_tests(
+        pytester,
+        """
+        import sys
+
+        def test_untouched():
+            assert "wasmtime_gp" not in sys.modules
+            assert "wasmtime_gp._core" not in sys.modules
+        """,
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    assert "wasm guest profiles" not in result.stdout.str()
+    assert not (pytester.path / ".wasm-profiles").exists()
+
+
+def test_off_the_fixture_keeps_the_profile_in_memory(pytester):
+    write_tests(pytester, PROFILED_TESTS)
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(passed=2)
+    assert not (pytester.path / ".wasm-profiles").exists()
+    assert "wasm guest profiles" not in result.stdout.str()
+
+
+def _profiles_in(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.json"))
+
+
+def test_on_each_profiled_test_writes_its_profile_and_the_summary_lists_them(pytester):
+    write_tests(pytester, PROFILED_TESTS)
+    result = pytester.runpytest_subprocess("--wasm-profile=out")
+    result.assert_outcomes(passed=2)
+    files = _profiles_in(pytester.path / "out")
+    assert len(files) == 2
+    # Names from the test ids, safe for a file system, distinct even though "a/b c" needed escaping.
+    assert all(f.name.startswith("test_guest.py_test_chain_") for f in files)
+    for path in files:
+        raw = json.loads(path.read_text())
+        assert raw["threads"][0]["samples"]["length"] > 0
+    out = result.stdout.str()
+    assert "wasm guest profiles (wasmtime-gp)" in out
+    assert "2 tests profiled; 2 profiles in out" in out
+    assert "test_guest.py::test_chain[a/b c]" in out and "inner" in out
+    assert str(files[0].relative_to(pytester.path)) in out
+
+
+def test_the_ini_key_turns_it_on(pytester):
+    pytester.makeini("[pytest]\nwasm_profile = from-ini\n")
+    write_tests(pytester, PROFILED_TESTS)
+    pytester.runpytest_subprocess().assert_outcomes(passed=2)
+    assert len(_profiles_in(pytester.path / "from-ini")) == 2
+
+
+def test_the_interval_marker_sets_the_fixtures_interval(pytester):
+    write_tests(
+        pytester,
+        """
+        @pytest.mark.wasm_profile(interval=0.0005)
+        def test_marked(wasm_profiler):
+            store, module, run = guest()
+            with wasm_profiler(store, [module]) as profiler:
+                run(1000)
+            assert profiler.interval == 0.0005
+
+        def test_unmarked(wasm_profiler):
+            store, module, run = guest()
+            with wasm_profiler(store, [module]) as profiler:
+                run(1000)
+            assert profiler.interval == 0.001
+        """,
+    )
+    pytester.runpytest_subprocess("--strict-markers").assert_outcomes(passed=2)
+
+
+def test_the_budget_marker_fails_a_test_over_budget_with_the_top_functions(pytester):
+    write_tests(
+        pytester,
+        """
+        @pytest.mark.wasm_budget("inner", max_percent=50)
+        def test_over(wasm_profiler):
+            store, module, run = guest()
+            with wasm_profiler(store, [module]):
+                run(30_000_000)
+
+        @pytest.mark.wasm_budget("inner", max_percent=100)
+        def test_within(wasm_profiler):
+            store, module, run = guest()
+            with wasm_profiler(store, [module]):
+                run(30_000_000)
+
+        @pytest.mark.wasm_budget("middle", max_percent=1, by="self")
+        def test_self_share(wasm_profiler):
+            store, module, run = guest()
+            with wasm_profiler(store, [module]):
+                run(30_000_000)
+
+        @pytest.mark.wasm_budget("inner", max_percent=50)
+        def test_no_profile():
+            pass
+        """,
+    )
+    result = pytester.runpytest_subprocess("--strict-markers")
+    result.assert_outcomes(passed=2, failed=2)
+    out = result.stdout.str()
+    assert "wasm_budget: inner took" in out and "over its budget of 50 %" in out
+    assert "top functions:" in out and "inner [chain]" in out
+    assert "wasm_budget: the test took no profile" in out
+
+
+def test_xdist_workers_write_every_profile_and_the_controller_summarises(pytester):
+    pytest.importorskip("xdist")
+    write_tests(pytester, PROFILED_TESTS + PROFILED_TESTS.replace("test_chain", "test_again"))
+    result = pytester.runpytest_subprocess("-n", "2", "--wasm-profile=out")
+    result.assert_outcomes(passed=4)
+    assert len(_profiles_in(pytester.path / "out")) == 4
+    assert "4 tests profiled; 4 profiles in out" in result.stdout.str()
