@@ -12,7 +12,14 @@ import wasmtime
 from conftest import make_engine
 from guests import HOST_CALLS
 
-from wasmtime_gp import ContinuousProfiler, GuestProfiler, Profile, host_calls
+from wasmtime_gp import (
+    ContinuousProfiler,
+    GuestProfiler,
+    Profile,
+    ProfilerTypeError,
+    ProfilerValueError,
+    host_calls,
+)
 from wasmtime_gp.exports import to_collapsed, to_pprof, to_speedscope
 from wasmtime_gp.report import render
 
@@ -195,6 +202,16 @@ def test_a_single_func_with_a_name():
         instance.exports(store)["run"](store)
     top = profiler.profile().top(1)[0]
     assert top.frame.function == host("lookup.user") and top.self_samples >= 15
+
+
+def test_func_refuses_names_that_are_not_text():
+    store = wasmtime.Store(make_engine())
+    with pytest.raises(ProfilerValueError, match="not valid Unicode"):
+        host_calls.func(store, wasmtime.FuncType([], []), lambda: None, name="bad\udc80")
+    with pytest.raises(ProfilerTypeError):
+        host_calls.func(store, wasmtime.FuncType([], []), lambda: None, name=b"bytes")  # type: ignore[arg-type]
+    with pytest.raises(ProfilerTypeError):
+        host_calls.instrument(object())  # type: ignore[arg-type]
 
 
 def test_host_frames_flow_into_every_export_and_can_be_filtered(spins_for):

@@ -9,7 +9,13 @@ import wasmtime
 
 from wasmtime_gp import _core, _wasmtime_py
 from wasmtime_gp._abi import ENGINE_FIRST_MAJOR, MULTI_MODULE_MAJOR, WASMTIME_MAJOR
-from wasmtime_gp._errors import EngineConfigError, GuestProfilerError, ModuleEngineError, ProfilerValueError
+from wasmtime_gp._errors import (
+    EngineConfigError,
+    GuestProfilerError,
+    ModuleEngineError,
+    ProfilerTypeError,
+    ProfilerValueError,
+)
 
 # One exported function: with epoch interruption on, a deadline of 0 traps at its entry.
 _EPOCH_PROBE_WAT = '(module (func (export "probe")))'
@@ -101,3 +107,13 @@ def _panic_message(child_stderr: str) -> str:
         if line and not line.startswith(("thread ", "note:", "stack backtrace")):
             return line
     return "it aborted"
+
+
+def utf8(text: object, what: str) -> bytes:
+    """A name as UTF-8, as Wasmtime and the profile's JSON need it; anything else is refused here."""
+    if not isinstance(text, str):
+        raise ProfilerTypeError(f"{what} must be a str, not {type(text).__name__}")
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # lone surrogates: Wasmtime would abort on them
+        raise ProfilerValueError(f"{what} {text!r} is not valid Unicode text: {exc.reason}") from None

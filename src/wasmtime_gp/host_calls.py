@@ -21,23 +21,13 @@ from typing import Any
 
 import wasmtime
 
-from wasmtime_gp import _core, _wasmtime_py
-from wasmtime_gp._errors import ProfilerTypeError, ProfilerValueError
+from wasmtime_gp import _checks, _core, _wasmtime_py
+from wasmtime_gp._errors import ProfilerTypeError
 
 # The running profilers' native halves, by the address of their store's context. Filled by GuestProfiler.
 running: dict[int, _core.NativeProfiler] = {}
 
 _INSTRUMENTED = "_wasmtime_gp_host_calls"
-
-
-def _check_name(name: object) -> str:
-    if not isinstance(name, str):
-        raise ProfilerTypeError(f"name must be a str, not {type(name).__name__}")
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ProfilerValueError(f"name {name!r} is not valid Unicode text: {exc.reason}") from None
-    return name
 
 
 def _linker_host_call(function: Callable[..., Any], name: str, pass_caller: bool) -> Callable[..., Any]:
@@ -97,7 +87,8 @@ def func(
         raise ProfilerTypeError(f"store must be a wasmtime.Store, not {type(store).__name__}")
     if not callable(function):
         raise ProfilerTypeError(f"function must be callable, not {type(function).__name__}")
-    label = _check_name(getattr(function, "__qualname__", repr(function)) if name is None else name)
+    label = getattr(function, "__qualname__", repr(function)) if name is None else name
+    _checks.utf8(label, "name")  # it goes into the profile's JSON
     context = _wasmtime_py.context_address(store)
 
     def host_call(*args: Any) -> Any:

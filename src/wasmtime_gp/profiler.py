@@ -69,15 +69,6 @@ def _check_timeout(timeout: object) -> float:
     return float(timeout)
 
 
-def _utf8(text: object, what: str) -> bytes:
-    if not isinstance(text, str):
-        raise ProfilerTypeError(f"{what} must be a str, not {type(text).__name__}")
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError as exc:  # lone surrogates: Wasmtime would abort on them
-        raise ProfilerValueError(f"{what} {text!r} is not valid Unicode text: {exc.reason}") from None
-
-
 def _named_modules(modules: object) -> list[tuple[bytes, wasmtime.Module]]:
     """Normalise the `modules` argument to (UTF-8 name, Module) pairs."""
     if isinstance(modules, Mapping):
@@ -109,7 +100,7 @@ def _named_modules(modules: object) -> list[tuple[bytes, wasmtime.Module]]:
         if not isinstance(module, wasmtime.Module):
             raise ProfilerTypeError(f"module {name!r} must be a wasmtime.Module, not {type(module).__name__}")
         _wasmtime_py.module_address(module)
-        named.append((_utf8(name, "module name"), module))
+        named.append((_checks.utf8(name, "module name"), module))
     return named
 
 
@@ -138,7 +129,7 @@ class GuestProfiler:
         self._interval = _check_interval(interval)
         self._timeout_left_ns = 0 if timeout is None else round(_check_timeout(timeout) * 1e9)
         named = _named_modules(modules)
-        process_name = named[0][0] if name is None else _utf8(name, "name")
+        process_name = named[0][0] if name is None else _checks.utf8(name, "name")
         store_address = _wasmtime_py.store_address(store)
         engine = _wasmtime_py.store_engine(store)
         engine_address = _wasmtime_py.engine_address(engine)
