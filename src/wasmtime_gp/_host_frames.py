@@ -16,6 +16,8 @@ import bisect
 import json
 from typing import Any, NamedTuple
 
+from wasmtime_gp._fxprof import ThreadTables, append_row
+
 HOST_RESOURCE = "[host]"  # the "module" of every host frame
 HOST_PREFIX = "[host] "
 HOST_CATEGORY = {"name": "Host", "color": "orange", "subcategories": ["Other"]}
@@ -39,10 +41,8 @@ def frame_name(name: str) -> str:
 def splice(data: bytes, calls: list[HostCall], base: int) -> tuple[bytes, int]:
     """Return the profile with `calls` written in, and its sample count. `base`: the index of its first sample."""
     raw = json.loads(data)
-    thread = raw["threads"][0]
-    strings: list[str] = thread["stringArray"] if "stringArray" in thread else raw["shared"]["stringArray"]
-    table = _Tables(raw, thread, strings)
-    samples = thread["samples"]
+    table = _Tables(raw)
+    samples = table.thread["samples"]
     times = _absolute_times(samples)
     stacks: list[int | None] = list(samples["stack"])
     cpu: list[float] = list(samples.get("threadCPUDelta") or [0] * len(times))
@@ -120,52 +120,14 @@ def _write_samples(samples: dict[str, Any], rows: list[tuple[float, int | None, 
     samples["length"] = len(rows)
 
 
-def _append(table: dict[str, Any], row: dict[str, Any]) -> int:
-    """Add a row to a column-oriented table; columns the row does not name get null."""
-    index: int = table["length"]
-    for key, column in table.items():
-        if isinstance(column, list):
-            column.append(row.get(key))
-    table["length"] = index + 1
-    return index
+class _Tables(ThreadTables):
+    """The thread's tables, with the host resource, category, frames and markers a splice adds."""
 
-
-class _Tables:
-    """The tables of one thread, with the stack and host-frame interning a splice needs."""
-
-    def __init__(self, raw: dict[str, Any], thread: dict[str, Any], strings: list[str]):
-        self.raw, self.thread, self.strings = raw, thread, strings
-        stack_table = thread["stackTable"]
-        self.prefix: list[int | None] = stack_table["prefix"]
-        self.frame: list[int] = stack_table["frame"]
-        self.stack_index = {(p, f): i for i, (p, f) in enumerate(zip(self.prefix, self.frame))}
+    def __init__(self, raw: dict[str, Any]) -> None:
+        super().__init__(raw)
         self.host_frames: dict[str, int] = {}
         self._category: int | None = None
         self._resource: int | None = None
-
-    def frames_of(self, stack: int | None) -> list[int]:
-        out = []
-        while stack is not None:
-            out.append(self.frame[stack])
-            stack = self.prefix[stack]
-        return out[::-1]
-
-    def intern(self, frames: list[int]) -> int | None:
-        stack: int | None = None
-        for frame in frames:
-            key = (stack, frame)
-            if key not in self.stack_index:
-                category = self.thread["frameTable"]["category"][frame]
-                self.stack_index[key] = _append(
-                    self.thread["stackTable"],
-                    {"prefix": stack, "frame": frame, "category": category, "subcategory": 0},
-                )
-            stack = self.stack_index[key]
-        return stack
-
-    def string(self, text: str) -> int:
-        self.strings.append(text)
-        return len(self.strings) - 1
 
     def category(self) -> int:
         if self._category is None:
@@ -176,14 +138,14 @@ class _Tables:
 
     def resource(self) -> int:
         if self._resource is None:
-            self._resource = _append(
+            self._resource = append_row(
                 self.thread["resourceTable"], {"lib": None, "name": self.string(HOST_RESOURCE), "type": 0}
             )
         return self._resource
 
     def host_frame(self, name: str) -> int:
         if name not in self.host_frames:
-            func = _append(
+            func = append_row(
                 self.thread["funcTable"],
                 {
                     "name": self.string(frame_name(name)),
@@ -192,7 +154,7 @@ class _Tables:
                     "resource": self.resource(),
                 },
             )
-            self.host_frames[name] = _append(
+            self.host_frames[name] = append_row(
                 self.thread["frameTable"],
                 {
                     "address": -1,
@@ -207,7 +169,7 @@ class _Tables:
 
     def add_marker(self, name: str, start: float, end: float, samples: int) -> None:
         self._declare_marker_schema()
-        _append(
+        append_row(
             self.thread["markers"],
             {
                 "name": self.string(frame_name(name)),

@@ -21,15 +21,12 @@ import weakref
 import wasmtime
 
 from wasmtime_gp._abi import WASMTIME_MAJOR
+from wasmtime_gp._artifact import MalformedArtifact, elf_section, read_uleb
 
 _INFO_SECTION = b".wasmtime.info"
 _MAX_NAME = 4096
 
 _names: weakref.WeakKeyDictionary[wasmtime.Module, str | None] = weakref.WeakKeyDictionary()
-
-
-class _Malformed(Exception):
-    pass
 
 
 class _Reader:
@@ -39,61 +36,32 @@ class _Reader:
 
     def take(self, n: int) -> bytes:
         if n < 0 or self.pos + n > len(self.data):
-            raise _Malformed
+            raise MalformedArtifact
         chunk = self.data[self.pos : self.pos + n]
         self.pos += n
         return chunk
 
     def varint(self) -> int:
-        value = shift = 0
-        while True:
-            byte = self.take(1)[0]
-            value |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                return value
-            shift += 7
-            if shift > 63:
-                raise _Malformed
+        value, self.pos = read_uleb(self.data, self.pos)
+        return value
 
     def postcard_str(self) -> str:
         length = self.varint()
         if length > _MAX_NAME:
-            raise _Malformed
+            raise MalformedArtifact
         return self.take(length).decode("utf-8")
 
     def bincode_str(self) -> str:
         (length,) = struct.unpack("<Q", self.take(8))
         if length > _MAX_NAME:
-            raise _Malformed
+            raise MalformedArtifact
         return self.take(length).decode("utf-8")
 
     def option_tag(self) -> bool:
         tag = self.take(1)[0]
         if tag > 1:
-            raise _Malformed
+            raise MalformedArtifact
         return tag == 1
-
-
-def _elf_section(artifact: bytes, wanted: bytes) -> bytes:
-    if artifact[:4] != b"\x7fELF" or artifact[4] != 2 or artifact[5] != 1:
-        raise _Malformed  # Wasmtime's artifacts are 64-bit little-endian ELF on every host we support
-    (shoff,) = struct.unpack_from("<Q", artifact, 0x28)
-    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", artifact, 0x3A)
-
-    def header(index: int) -> tuple[int, int, int]:
-        base = shoff + index * shentsize
-        (name_offset,) = struct.unpack_from("<I", artifact, base)
-        offset, size = struct.unpack_from("<QQ", artifact, base + 0x18)
-        return name_offset, offset, size
-
-    _, names_offset, names_size = header(shstrndx)
-    names = artifact[names_offset : names_offset + names_size]
-    for index in range(shnum):
-        name_offset, offset, size = header(index)
-        end = names.find(b"\0", name_offset)
-        if names[name_offset:end] == wanted:
-            return artifact[offset : offset + size]
-    raise _Malformed
 
 
 def _decode_name(info: bytes, major: int) -> str | None:
@@ -109,7 +77,7 @@ def _decode_name(info: bytes, major: int) -> str | None:
         return None
     atom = reader.varint()
     if not 1 <= atom <= len(strings):
-        raise _Malformed
+        raise MalformedArtifact
     return strings[atom - 1]
 
 
@@ -118,9 +86,9 @@ def module_name(module: wasmtime.Module) -> str | None:
     if module in _names:
         return _names[module]
     try:
-        info = _elf_section(bytes(module.serialize()), _INFO_SECTION)
+        info = elf_section(bytes(module.serialize()), _INFO_SECTION)
         name = _decode_name(info, WASMTIME_MAJOR)
-    except (_Malformed, struct.error, UnicodeDecodeError, IndexError, wasmtime.WasmtimeError):
+    except (MalformedArtifact, struct.error, UnicodeDecodeError, IndexError, wasmtime.WasmtimeError):
         name = None
     _names[module] = name
     return name
