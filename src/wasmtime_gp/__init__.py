@@ -12,7 +12,7 @@ from wasmtime_gp._errors import (
     WasmtimeABIError,
 )
 from wasmtime_gp.continuous import ContinuousProfiler, RotatedProfile
-from wasmtime_gp.profile import CallNode, Frame, FunctionStats, Profile, Sample
+from wasmtime_gp.profile import CallNode, Frame, FunctionStats, LineStats, Profile, Sample
 from wasmtime_gp.profiler import GuestProfiler
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "FunctionStats",
     "GuestProfiler",
     "GuestProfilerError",
+    "LineStats",
     "ModuleEngineError",
     "Profile",
     "ProfileFormatError",

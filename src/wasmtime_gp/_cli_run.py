@@ -97,7 +97,9 @@ def run_command(args: argparse.Namespace) -> int:
     func, values = _invocation(args, store, instance)
 
     name = module_name(module) or args.module.stem
-    profiler = GuestProfiler(store, [(name, module)], interval=args.interval)
+    # A binary module may carry DWARF: then frames get source lines (a notice says when it has none).
+    debug_info = {name: args.module} if args.module.read_bytes()[:4] == b"\0asm" else None
+    profiler = GuestProfiler(store, [(name, module)], interval=args.interval, debug_info=debug_info)
     outcome: dict[str, Any] = {}
 
     def guest() -> None:
@@ -146,8 +148,12 @@ def run_command(args: argparse.Namespace) -> int:
     profile = profiler.profile()
     print(report.summary_line(profile), file=sys.stderr)
     print(report.top_table(profile, args.top, color=report.use_color(sys.stderr)), file=sys.stderr)
+    if profile.has_lines:
+        print(
+            "\n" + report.lines_table(profile, args.top, color=report.use_color(sys.stderr)), file=sys.stderr
+        )
     print(
-        f"\nprofile: {path}\nview it: wasmtime-gp view {path}   (or: wasmtime-gp report {path} --tree)",
+        f"\nprofile: {path}\nview it: wasmtime-gp view {path}   (or: wasmtime-gp report {path} --tree --lines)",
         file=sys.stderr,
     )
     return code

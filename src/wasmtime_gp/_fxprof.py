@@ -46,9 +46,9 @@ class ThreadTables:
             stack = self.prefix[stack]
         return out[::-1]
 
-    def intern(self, frames: list[int]) -> int | None:
-        """The stack of these frames (outermost first), adding the stack rows it lacks."""
-        stack: int | None = None
+    def intern(self, frames: list[int] | tuple[int, ...], prefix: int | None = None) -> int | None:
+        """The stack of these frames (outermost first) on top of `prefix`, adding the stack rows it lacks."""
+        stack = prefix
         for frame in frames:
             key = (stack, frame)
             if key not in self.stack_index:

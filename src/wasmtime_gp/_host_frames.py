@@ -13,7 +13,6 @@ only to know its depth; that sample is removed again and its CPU time given to t
 from __future__ import annotations
 
 import bisect
-import json
 from typing import Any, NamedTuple
 
 from wasmtime_gp._fxprof import ThreadTables, append_row
@@ -38,9 +37,8 @@ def frame_name(name: str) -> str:
     return HOST_PREFIX + name
 
 
-def splice(data: bytes, calls: list[HostCall], base: int) -> tuple[bytes, int]:
-    """Return the profile with `calls` written in, and its sample count. `base`: the index of its first sample."""
-    raw = json.loads(data)
+def splice(raw: dict[str, Any], calls: list[HostCall], base: int) -> int:
+    """Write `calls` into the profile; return its sample count. `base`: the index of its first sample."""
     table = _Tables(raw)
     samples = table.thread["samples"]
     times = _absolute_times(samples)
@@ -83,7 +81,7 @@ def splice(data: bytes, calls: list[HostCall], base: int) -> tuple[bytes, int]:
             time, stack, delta = rows[later]
             rows[later] = (time, stack, delta + cpu[index])
     _write_samples(samples, rows)
-    return json.dumps(raw, ensure_ascii=False, separators=(",", ":")).encode(), len(rows)
+    return len(rows)
 
 
 def _with_inserts(frames: list[int], pairs: list[tuple[int, int]]) -> list[int]:

@@ -52,12 +52,17 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("profile", type=Path)
     report.add_argument("--top", type=int, default=15, help="rows in the top table")
     report.add_argument("--tree", action="store_true", help="also print the call tree")
+    report.add_argument(
+        "--lines", type=int, nargs="?", const=15, default=0, metavar="N",
+        help="also print the N hottest source lines (default 15; needs a profile taken with DWARF)",
+    )  # fmt: skip
     _host_option(report)
 
     convert = commands.add_parser("convert", help="convert a profile for another tool")
     convert.add_argument("profile", type=Path)
     convert.add_argument("--to", required=True, choices=["collapsed", "speedscope", "pprof", "html"])
     convert.add_argument("-o", "--output", type=Path, required=True)
+    convert.add_argument("--lines", action="store_true", help="collapsed: label frames function:line")
     _host_option(convert)
 
     merge = commands.add_parser("merge", help="merge profiles (stores, threads) into one, a thread each")
@@ -124,7 +129,8 @@ def _report(args: argparse.Namespace) -> int:
     from wasmtime_gp import report
 
     profile = load_profile(args.profile).filter_host(args.host)
-    sys.stdout.write(report.render(profile, top=args.top, tree=args.tree, color=report.use_color(sys.stdout)))
+    color = report.use_color(sys.stdout)
+    sys.stdout.write(report.render(profile, top=args.top, tree=args.tree, color=color, lines=args.lines))
     return 0
 
 
@@ -140,9 +146,12 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from wasmtime_gp.exports import FORMATS
+    from wasmtime_gp.exports import FORMATS, to_collapsed
 
     profile = load_profile(args.profile).filter_host(args.host)
-    args.output.write_bytes(FORMATS[args.to](profile))
+    if args.lines and args.to != "collapsed":
+        raise CommandError("--lines applies to --to collapsed (the other formats carry lines already)")
+    data = to_collapsed(profile, lines=True).encode() if args.lines else FORMATS[args.to](profile)
+    args.output.write_bytes(data)
     print(f"wrote {args.output} ({args.to})")
     return 0

@@ -23,10 +23,21 @@ HostFilter = Literal["include", "exclude", "only"]
 
 @dataclass(frozen=True)
 class Frame:
-    """One function in a stack: a wasm function, or a host function the guest called (see host_calls)."""
+    """One function in a stack: a wasm function, or a host function the guest called (see host_calls).
+
+    Frames compare by function and module: summaries are per function. Where the profiler had the
+    module's DWARF (`debug_info=`), `file`, `line` and `column` say where in the source this frame was
+    (a call site, or for the innermost frame the loop or function entry where the sample was taken),
+    `function_line` where the function begins, and `inlined` marks a function inlined into its caller.
+    """
 
     function: str
     module: str
+    file: str | None = field(default=None, compare=False)
+    line: int | None = field(default=None, compare=False)
+    column: int | None = field(default=None, compare=False)
+    function_line: int | None = field(default=None, compare=False)
+    inlined: bool = field(default=False, compare=False)
 
     @property
     def is_host(self) -> bool:
@@ -53,6 +64,20 @@ class FunctionStats:
     frame: Frame
     self_samples: int
     total_samples: int
+    self_percent: float
+    total_percent: float
+
+
+@dataclass(frozen=True)
+class LineStats:
+    """A row of `Profile.top_lines()`: one source line, and the function it belongs to."""
+
+    file: str
+    line: int
+    function: str
+    module: str
+    self_samples: int  # samples taken at this line (the innermost frame)
+    total_samples: int  # samples with this line anywhere on the stack (as a call site too)
     self_percent: float
     total_percent: float
 
@@ -151,6 +176,44 @@ class Profile:
             for f in order[:n]
         ]
 
+    @property
+    def has_lines(self) -> bool:
+        """Whether any frame carries a source line (the profiler had the module's DWARF)."""
+        return any(frame.line is not None for sample in self.samples for frame in sample.stack)
+
+    def top_lines(self, n: int = 10, by: Literal["self", "total"] = "self") -> list[LineStats]:
+        """The `n` source lines with the most samples: where samples were taken (`self`) or anywhere on the stack."""
+        if by not in ("self", "total"):
+            raise ValueError(f'by must be "self" or "total", not {by!r}')
+        self_counts: Counter[tuple[str, int]] = Counter()
+        total_counts: Counter[tuple[str, int]] = Counter()
+        owner: dict[tuple[str, int], Frame] = {}
+        for sample in self.samples:
+            located = [(f.file, f.line, f) for f in sample.stack if f.file is not None and f.line is not None]
+            if not located:
+                continue
+            if sample.stack[-1] is located[-1][2]:
+                self_counts[located[-1][0], located[-1][1]] += 1
+            for file, line, frame in located:
+                owner.setdefault((file, line), frame)
+            total_counts.update({(file, line) for file, line, _ in located})
+        count = max(len(self.samples), 1)
+        counts = self_counts if by == "self" else total_counts
+        order = sorted(total_counts, key=lambda key: (-counts[key], -total_counts[key], key))
+        return [
+            LineStats(
+                file,
+                line,
+                owner[file, line].function,
+                owner[file, line].module,
+                self_counts[file, line],
+                total_counts[file, line],
+                100 * self_counts[file, line] / count,
+                100 * total_counts[file, line] / count,
+            )
+            for file, line in order[:n]
+        ]
+
     def call_tree(self) -> CallNode:
         root = CallNode(None)
         for sample in self.samples:
@@ -232,18 +295,36 @@ def _parse_thread(
         libs[lib] if lib is not None else strings[name]
         for lib, name in zip(resources["lib"], resources["name"])
     ]
-    func_frames = [
-        Frame(str(strings[name]), resource_module[resource] if resource is not None and resource >= 0 else "")
-        for name, resource in zip(funcs["name"], funcs["resource"])
+    func_files = funcs.get("fileName") or [None] * len(funcs["name"])
+    func_lines = funcs.get("lineNumber") or [None] * len(funcs["name"])
+    table = thread["frameTable"]
+    count = len(table["func"])
+    frames = [
+        Frame(
+            str(strings[funcs["name"][func]]),
+            resource_module[resource]
+            if (resource := funcs["resource"][func]) is not None and resource >= 0
+            else "",
+            str(strings[func_files[func]]) if func_files[func] is not None else None,
+            line,
+            column,
+            func_lines[func],
+            bool(depth),
+        )
+        for func, line, column, depth in zip(
+            table["func"],
+            table.get("line") or [None] * count,
+            table.get("column") or [None] * count,
+            table.get("inlineDepth") or [0] * count,
+        )
     ]
-    frame_func = thread["frameTable"]["func"]
     prefixes, stack_frames = thread["stackTable"]["prefix"], thread["stackTable"]["frame"]
 
     stacks: list[tuple[Frame, ...]] = []
     for prefix, frame in zip(prefixes, stack_frames):
         # A stack's prefix always comes before it in the table.
         parent = stacks[prefix] if prefix is not None else ()
-        stacks.append((*parent, func_frames[frame_func[frame]]))
+        stacks.append((*parent, frames[frame]))
 
     table = thread["samples"]
     times = table["time"] if "time" in table else list(accumulate(table["timeDeltas"]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import json
 import math
 import os
 import secrets
@@ -16,13 +17,15 @@ from typing import Union
 
 import wasmtime
 
-from wasmtime_gp import _checks, _core, _host_frames, _module_names, _wasmtime_py, host_calls
+from wasmtime_gp import _checks, _core, _host_frames, _module_names, _source_lines, _wasmtime_py, host_calls
+from wasmtime_gp._abi import WASMTIME_MAJOR
 from wasmtime_gp._errors import (
     GuestProfilerError,
     ProfilerStateError,
     ProfilerTypeError,
     ProfilerValueError,
 )
+from wasmtime_gp._source_lines import WasmSource
 from wasmtime_gp.profile import Profile
 
 ModuleSpec = Union[wasmtime.Module, tuple[str, wasmtime.Module]]
@@ -123,6 +126,7 @@ class GuestProfiler:
         interval: float = 0.001,
         name: str | None = None,
         timeout: float | None = None,
+        debug_info: Mapping[str | wasmtime.Module, WasmSource] | None = None,
     ) -> None:
         if not isinstance(store, wasmtime.Store):
             raise ProfilerTypeError(f"store must be a wasmtime.Store, not {type(store).__name__}")
@@ -140,6 +144,13 @@ class GuestProfiler:
         self._store = store
         self._engine = engine
         self._named = named  # Wasmtime holds its own references too; these are for rotation
+        if debug_info is not None and not isinstance(debug_info, Mapping):
+            raise ProfilerTypeError(
+                f"debug_info must be a mapping module name -> .wasm, not {type(debug_info).__name__}"
+            )
+        self._debug_info = _source_lines.DebugInfo(
+            {module_name.decode(): module for module_name, module in named}, debug_info or {}, WASMTIME_MAJOR
+        )
         self._process_name = process_name
         self._running = False
         self._finished = False
@@ -316,16 +327,21 @@ class GuestProfiler:
                 data = bytes(self._native.finish())
             except RuntimeError as exc:
                 raise GuestProfilerError(f"Wasmtime could not write the profile: {exc}") from None
-            self._result, _ = self._with_host_calls(data, self._native.wasmtime_sample_count)
+            self._result, _ = self._completed(data, self._native.wasmtime_sample_count)
             return self._result
 
-    def _with_host_calls(self, data: bytes, end: int) -> tuple[bytes, int]:
-        """Write in the host calls anchored in the profile that holds Wasmtime's samples up to `end`."""
+    def _completed(self, data: bytes, end: int) -> tuple[bytes, int]:
+        """Write in what Wasmtime could not: the host calls anchored in this profile (which holds Wasmtime's
+        samples up to `end`) and source lines. Return the profile and its sample count."""
         first, self._first_sample = self._first_sample, end
         calls = [_host_frames.HostCall(*call) for call in self._native.take_host_calls(end)]
-        if not calls:
+        if not calls and not self._debug_info:
             return data, end - first
-        return _host_frames.splice(data, calls, first)
+        raw = json.loads(data)
+        count = _host_frames.splice(raw, calls, first) if calls else end - first
+        if self._debug_info:
+            _source_lines.add_source_lines(raw, self._debug_info.modules())
+        return json.dumps(raw, ensure_ascii=False, separators=(",", ":")).encode(), count
 
     def _rotate(self) -> tuple[bytes, int]:
         """Finish the profile so far and go on sampling into a new one, losing no sample.
@@ -339,7 +355,7 @@ class GuestProfiler:
                 data, end = self._native.rotate(self._process_name, modules)
             except RuntimeError as exc:
                 raise GuestProfilerError(f"Wasmtime could not write the profile: {exc}") from None
-            return self._with_host_calls(bytes(data), int(end))
+            return self._completed(bytes(data), int(end))
 
     def profile(self) -> Profile:
         """The profile as a `Profile`: finishes the profiler first if it is not finished yet."""

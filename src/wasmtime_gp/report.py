@@ -59,6 +59,41 @@ def top_table(profile: Profile, n: int = 15, color: bool = False) -> str:
     return "\n".join(lines)
 
 
+def lines_table(profile: Profile, n: int = 15, color: bool = False) -> str:
+    """The hottest source lines, with the line's text where the source file is readable here."""
+    paint = _Paint(color)
+    rows = profile.top_lines(n)
+    if not rows:
+        return "(no source lines: profile with debug_info= / a .wasm built with -g)"
+    lines = [paint(f"{'self %':>7}  {'total %':>7}  {'samples':>8}  file:line  function", _BOLD)]
+    sources = _SourceFiles()
+    for row in rows:
+        lines.append(
+            f"{paint.percent(row.self_percent, f'{row.self_percent:7.1f}')}  "
+            f"{paint.percent(row.total_percent, f'{row.total_percent:7.1f}')}  "
+            f"{row.self_samples:8,}  {paint(f'{row.file}:{row.line}', _BOLD)}  {row.function}"
+        )
+        text = sources.line(row.file, row.line)
+        if text:
+            lines.append(f"{'':>29}{paint('| ' + text, _DIM)}")
+    return "\n".join(lines)
+
+
+class _SourceFiles:
+    def __init__(self) -> None:
+        self._files: dict[str, list[str] | None] = {}
+
+    def line(self, path: str, number: int) -> str | None:
+        if path not in self._files:
+            try:
+                with open(path, encoding="utf-8", errors="replace") as file:
+                    self._files[path] = file.read().splitlines()
+            except OSError:
+                self._files[path] = None
+        text = self._files[path]
+        return text[number - 1].strip() if text and 0 < number <= len(text) else None
+
+
 def call_tree(profile: Profile, min_percent: float = 1.0, max_depth: int = 40, color: bool = False) -> str:
     """The call tree, pruned of nodes under `min_percent` of all samples."""
     paint = _Paint(color)
@@ -95,8 +130,10 @@ def call_tree(profile: Profile, min_percent: float = 1.0, max_depth: int = 40, c
     return "\n".join(lines)
 
 
-def render(profile: Profile, top: int = 15, tree: bool = True, color: bool = False) -> str:
+def render(profile: Profile, top: int = 15, tree: bool = True, color: bool = False, lines: int = 0) -> str:
     parts = [summary_line(profile), "", top_table(profile, top, color)]
+    if lines:
+        parts += ["", lines_table(profile, lines, color)]
     if tree:
         parts += ["", call_tree(profile, color=color)]
     return "\n".join(parts) + "\n"

@@ -96,30 +96,42 @@ def to_pprof(profile: Profile) -> bytes:
     message.duration_nanos = round(profile.duration * 1e9)
 
     mappings: dict[str, int] = {}
-    locations: dict[Frame, int] = {}  # one location (and one function) per distinct frame
-    for stack in profile.stack_counts():
-        for frame in stack:
-            if frame in locations:
-                continue
-            if frame.module not in mappings:
-                mappings[frame.module] = len(mappings) + 1
-                message.mapping.add(
-                    id=mappings[frame.module], filename=string(frame.module), has_functions=True
-                )
-            ident = len(locations) + 1
-            locations[frame] = ident
-            message.function.add(id=ident, name=string(frame.function), system_name=string(frame.function),
-                                 filename=string(frame.module))  # fmt: skip
-            location = message.location.add(id=ident, mapping_id=mappings[frame.module])
-            location.line.add(function_id=ident)
+    functions: dict[tuple[str, str, str | None], int] = {}
+    locations: dict[tuple[object, ...], int] = {}  # one location per function and source line
+    sample_locations: list[list[int]] = []
 
-    labels = [(string(key), string(value)) for key, value in sorted(profile.labels.items())]
+    def location(frame: Frame) -> int:
+        key = (frame.function, frame.module, frame.file, frame.line, frame.column)
+        if key in locations:
+            return locations[key]
+        if frame.module not in mappings:
+            mappings[frame.module] = len(mappings) + 1
+            message.mapping.add(
+                id=mappings[frame.module],
+                filename=string(frame.module),
+                has_functions=True,
+                has_filenames=frame.file is not None,
+                has_line_numbers=frame.line is not None,
+            )
+        function_key = (frame.function, frame.module, frame.file)
+        if function_key not in functions:
+            functions[function_key] = len(functions) + 1
+            message.function.add(id=functions[function_key], name=string(frame.function),
+                                 system_name=string(frame.function), filename=string(frame.file or frame.module),
+                                 start_line=frame.function_line or 0)  # fmt: skip
+        ident = locations[key] = len(locations) + 1
+        entry = message.location.add(id=ident, mapping_id=mappings[frame.module])
+        entry.line.add(function_id=functions[function_key], line=frame.line or 0, column=frame.column or 0)
+        return ident
+
     for sample in profile.samples:
         if sample.stack:
-            entry = message.sample.add(
-                location_id=[locations[frame] for frame in reversed(sample.stack)],  # leaf first
-                value=[1, round(sample.cpu_delta * 1e9)],
-            )
-            for key, value in labels:
-                entry.label.add(key=key, str=value)
+            sample_locations.append([location(frame) for frame in reversed(sample.stack)])  # leaf first
+
+    labels = [(string(key), string(value)) for key, value in sorted(profile.labels.items())]
+    stacked = (sample for sample in profile.samples if sample.stack)
+    for sample, location_ids in zip(stacked, sample_locations):
+        entry = message.sample.add(location_id=location_ids, value=[1, round(sample.cpu_delta * 1e9)])
+        for key, value in labels:
+            entry.label.add(key=key, str=value)
     return gzip.compress(message.SerializeToString(), mtime=0)

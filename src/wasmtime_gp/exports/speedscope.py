@@ -8,6 +8,14 @@ from wasmtime_gp._version import __version__
 from wasmtime_gp.profile import Frame, Profile
 
 
+def _frame(frame: Frame) -> dict[str, object]:
+    """A function: its source file and first line where DWARF gave them, else its module."""
+    entry: dict[str, object] = {"name": frame.function, "file": frame.file or frame.module}
+    if frame.function_line is not None:
+        entry["line"] = frame.function_line
+    return entry
+
+
 def to_speedscope(profile: Profile) -> str:
     frames: dict[Frame, int] = {}
     stacks: list[list[int]] = []
@@ -22,7 +30,7 @@ def to_speedscope(profile: Profile) -> str:
         "name": profile.name,
         "exporter": f"wasmtime-gp {__version__}",
         "activeProfileIndex": 0,
-        "shared": {"frames": [{"name": frame.function, "file": frame.module} for frame in frames]},
+        "shared": {"frames": [_frame(frame) for frame in frames]},
         "profiles": [
             {
                 "type": "sampled",
