@@ -47,7 +47,8 @@ def programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def profile_program(wasm: Path, debug_info: dict[object, object] | None) -> GuestProfiler:
+def profile_program(wasm: Path, with_debug_info: bool = True) -> GuestProfiler:
+    """Run the program under a profiler, handing it the .wasm file (keyed by the Module) for its DWARF."""
     engine = make_engine()
     module = wasmtime.Module.from_file(engine, str(wasm))
     store = wasmtime.Store(engine)
@@ -58,7 +59,7 @@ def profile_program(wasm: Path, debug_info: dict[object, object] | None) -> Gues
     linker.define_wasi()
     start = linker.instantiate(store, module).exports(store)["_start"]
     assert isinstance(start, wasmtime.Func)
-    info = {module: path for _, path in debug_info.items()} if debug_info else None
+    info = {module: wasm} if with_debug_info else None
     profiler = GuestProfiler(store, [("hot_lines", module)], interval=0.0005, debug_info=info)
     with profiler:
         try:
@@ -70,7 +71,7 @@ def profile_program(wasm: Path, debug_info: dict[object, object] | None) -> Gues
 
 @pytest.fixture(scope="module")
 def symbolised(programs: dict[str, Path]) -> tuple[Profile, dict[str, object]]:
-    profiler = profile_program(programs["debug"], {"hot_lines": programs["debug"]})
+    profiler = profile_program(programs["debug"])
     data = profiler.finish()
     return Profile.from_bytes(data), json.loads(data)
 
@@ -131,7 +132,7 @@ def test_lines_flow_into_the_exports(symbolised):
 
 
 def test_report_lines_shows_the_source_text(symbolised, tmp_path, capsys):
-    profile, raw = symbolised
+    _, raw = symbolised
     path = tmp_path / "p.json"
     path.write_text(json.dumps(raw))
     assert main(["report", str(path), "--lines", "3"]) == 0
@@ -155,17 +156,20 @@ def test_the_cli_run_symbolises_a_debug_build(programs, tmp_path, capsys):
 def test_a_module_without_dwarf_stays_function_level_with_one_notice(programs):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        profiler = profile_program(programs["stripped"], {"hot_lines": programs["stripped"]})
+        profiler = profile_program(programs["stripped"])
         profile = profiler.profile()
     notices = [str(w.message) for w in caught if "source lines" in str(w.message)]
-    assert notices == ["wasmtime-gp: no source lines for module 'hot_lines': it has no DWARF (compile with -g, "
-                       "and do not strip it); its frames stay function-level"]  # fmt: skip
+    expected = (
+        "wasmtime-gp: no source lines for module 'hot_lines': it has no DWARF (compile with -g, "
+        "and do not strip it); its frames stay function-level"
+    )
+    assert notices == [expected]
     assert not profile.has_lines and profile.top(1)[0].frame.function == "hot"
 
 
 def test_code_built_without_g_gets_no_line_and_never_a_wrong_one(programs):
     # wasi-libc's objects carry DWARF, so the module has some: their frames get lines, ours none.
-    profile = profile_program(programs["plain"], {"hot_lines": programs["plain"]}).profile()
+    profile = profile_program(programs["plain"]).profile()
     ours = [f for s in profile.samples for f in s.stack if f.function in ("hot", "cold", "main")]
     assert ours and all(f.line is None and f.file is None for f in ours)
     assert profile.top(1)[0].frame.function == "hot"
