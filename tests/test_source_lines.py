@@ -143,6 +143,22 @@ def test_report_lines_shows_the_source_text(symbolised, tmp_path, capsys):
     assert f"hot:{LINE['HOT-LOOP']} " in (tmp_path / "c.txt").read_text()
 
 
+def test_a_cpp_guest_names_its_template_member_and_line(tmp_path, capsys):
+    source = SOURCE.with_name("accumulate.cc")
+    loop = next(n for n, text in enumerate(source.read_text().splitlines(), 1) if "/* CPP-LOOP */" in text)
+    wasm = tmp_path / "accumulate.wasm"
+    clang = tools.program("clang++-14")
+    subprocess.run([clang, "--target=wasm32-wasi", "--sysroot=/usr", "-O2", "-g", "-fno-exceptions", "-nostdlib++",
+                    "-o", str(wasm), str(source)], check=True, capture_output=True, timeout=300)  # fmt: skip
+    assert main(["run", str(wasm), "-o", str(tmp_path / "p.json"), "--", "50000000"]) == 0
+    top = Profile.load(tmp_path / "p.json").top_lines(1)[0]
+    assert (top.function, top.file, top.line) == (
+        "geometry::Accumulator<double>::add_squares(unsigned long)",
+        str(source),
+        loop,
+    )
+
+
 def test_the_cli_run_symbolises_a_debug_build(programs, tmp_path, capsys):
     output = tmp_path / "run.json"
     assert (
@@ -165,6 +181,23 @@ def test_a_module_without_dwarf_stays_function_level_with_one_notice(programs):
     )
     assert notices == [expected]
     assert not profile.has_lines and profile.top(1)[0].frame.function == "hot"
+
+
+def test_the_wasm_of_another_program_is_refused_with_a_notice(programs, tmp_path):
+    other = tmp_path / "other.c"
+    other.write_text("int main(void) { return 0; }\n")
+    clang = tools.program("clang-14")
+    subprocess.run([clang, "--target=wasm32-wasi", "--sysroot=/usr", "-O2", "-g", "-o", str(tmp_path / "other.wasm"),
+                    str(other)], check=True, capture_output=True, timeout=300)  # fmt: skip
+    engine = make_engine()
+    module = wasmtime.Module.from_file(engine, str(programs["debug"]))
+    store = wasmtime.Store(engine)
+    profiler = GuestProfiler(
+        store, [("hot_lines", module)], debug_info={"hot_lines": tmp_path / "other.wasm"}
+    )
+    with pytest.warns(RuntimeWarning, match="is not the one this module was compiled from"):
+        profile = profiler.profile()
+    assert not profile.has_lines
 
 
 def test_code_built_without_g_gets_no_line_and_never_a_wrong_one(programs):

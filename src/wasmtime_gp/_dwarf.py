@@ -37,11 +37,11 @@ class SourceFrame:
     function_line: SourceLine | None = None  # where the function is declared
 
 
-def wasm_sections(wasm: bytes) -> tuple[int, dict[str, bytes]]:
-    """The Code section payload's offset in the file, and the custom sections by name."""
+def wasm_sections(wasm: bytes) -> tuple[range, dict[str, bytes]]:
+    """The Code section payload's byte range in the file, and the custom sections by name."""
     if wasm[:4] != b"\0asm":
         raise MalformedArtifact("not a wasm binary")
-    pos, code_start, custom = 8, -1, {}
+    pos, code, custom = 8, range(0), {}
     while pos < len(wasm):
         section_id = wasm[pos]
         size, payload = read_uleb(wasm, pos + 1)
@@ -49,15 +49,15 @@ def wasm_sections(wasm: bytes) -> tuple[int, dict[str, bytes]]:
         if end > len(wasm):
             raise MalformedArtifact("a wasm section runs past the end of the file")
         if section_id == CODE_SECTION:
-            code_start = payload
+            code = range(payload, end)
         elif section_id == CUSTOM_SECTION:
             name_length, name_start = read_uleb(wasm, payload)
             name = wasm[name_start : name_start + name_length].decode("utf-8", "replace")
             custom[name] = wasm[name_start + name_length : end]
         pos = end
-    if code_start < 0:
+    if not code:
         raise MalformedArtifact("the wasm binary has no code section")
-    return code_start, custom
+    return code, custom
 
 
 def _dwarf_info(sections: dict[str, bytes]) -> DWARFInfo:
@@ -88,7 +88,8 @@ class ModuleDwarf:
     """The line table and inlined calls of one module, indexed by code offset."""
 
     def __init__(self, wasm: bytes) -> None:
-        self.code_start, custom = wasm_sections(wasm)
+        self.code, custom = wasm_sections(wasm)
+        self.code_start = self.code.start
         if ".debug_info" not in custom or ".debug_line" not in custom:
             raise LookupError("the module has no DWARF (compile with -g, and do not strip it)")
         try:
@@ -187,6 +188,11 @@ class ModuleDwarf:
                     walk(child, depth)
 
         walk(cu.get_top_DIE(), 0)
+
+    @property
+    def function_count(self) -> int:
+        """Functions with code that the DWARF describes."""
+        return len(self._functions)
 
     def line(self, code_offset: int) -> SourceLine | None:
         index = bisect.bisect_right(self._row_addresses, code_offset) - 1

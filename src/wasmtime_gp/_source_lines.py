@@ -10,6 +10,7 @@ of the loop or function it was running; callers' lines are their call sites.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Mapping
@@ -27,6 +28,12 @@ ADDRMAP_SECTION = b".wasmtime.addrmap"
 WasmSource = Union[bytes, str, "os.PathLike[str]"]  # a module's .wasm file: its bytes or its path
 
 
+@functools.lru_cache(maxsize=8)
+def _module_dwarf(wasm: bytes) -> ModuleDwarf:
+    """Reading DWARF takes seconds for a large module: profilers of the same .wasm share one reading."""
+    return ModuleDwarf(wasm)
+
+
 class ModuleLines:
     """What symbolising one module needs: its address map (per compilation) and its DWARF (per .wasm)."""
 
@@ -35,6 +42,9 @@ class ModuleLines:
             raise LookupError(f"the address map of Wasmtime {wasmtime_major} has not been verified")
         self.addrmap = _addrmap.parse(elf_section(artifact, ADDRMAP_SECTION), wasmtime_major)
         self.dwarf = dwarf
+        positions = [p for p in self.addrmap.wasm_offsets if p != _addrmap.NO_POSITION]
+        if positions and (min(positions) not in dwarf.code or max(positions) not in dwarf.code):
+            raise LookupError("the .wasm file given is not the one this module was compiled from")
 
     def frames(self, text_offset: int) -> list[SourceFrame]:
         wasm_offset = self.addrmap.wasm_offset(text_offset)
@@ -176,7 +186,7 @@ class DebugInfo:
             for name, wasm in self._wasm.items():
                 try:
                     artifact = bytes(self._modules[name].serialize())
-                    self._lines[name] = ModuleLines(artifact, ModuleDwarf(wasm), self._major)
+                    self._lines[name] = ModuleLines(artifact, _module_dwarf(wasm), self._major)
                 except (MalformedArtifact, LookupError, wasmtime.WasmtimeError) as exc:
                     _notice(name, str(exc))
             self._wasm.clear()
