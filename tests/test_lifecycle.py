@@ -9,7 +9,7 @@ import time
 
 import pytest
 import wasmtime
-from conftest import instantiate, native_thread_count, read_profile, rss_bytes, run_isolated
+from conftest import instantiate, make_engine, native_thread_count, read_profile, rss_bytes, run_isolated
 from guests import CHAIN
 
 from wasmtime_gp import GuestProfiler, ProfilerStateError, ProfilerValueError
@@ -206,10 +206,13 @@ def test_profiler_dropped_before_store_and_store_before_profiler():
     assert result.stdout.strip() == "ok"
 
 
-def test_a_thousand_start_finish_cycles_leave_memory_and_threads_flat(spins_for):
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_ten_thousand_start_finish_cycles_leave_memory_threads_and_fds_flat(spins_for):
     guest = instantiate(CHAIN)
-    threads_before = native_thread_count()
-    spins = spins_for(0.0005)
+    spins = spins_for(0.00005)
 
     def cycles(count):
         for _ in range(count):
@@ -218,13 +221,42 @@ def test_a_thousand_start_finish_cycles_leave_memory_and_threads_flat(spins_for)
                 guest.call("run", spins)
             profiler.finish()
 
-    cycles(200)  # warm-up: allocator pools, caches
-    rss_before = rss_bytes()
-    cycles(1000)
+    cycles(500)  # warm-up: allocator pools, caches
+    threads_before, fds_before, rss_before = native_thread_count(), open_fds(), rss_bytes()
+    cycles(10_000)
     growth = rss_bytes() - rss_before
-    print(f"RSS growth over 1000 cycles: {growth / 1024:.0f} KiB")
+    print(f"RSS growth over 10,000 cycles: {growth / 1024:.0f} KiB")
     assert growth < 8 * 1024 * 1024
     assert native_thread_count(threads_before) == threads_before
+    assert open_fds() == fds_before
+
+
+def test_a_thousand_profilers_whose_stores_are_dropped_first_leave_nothing_behind(spins_for):
+    engine = make_engine()
+    module = wasmtime.Module(engine, CHAIN)
+    spins = spins_for(0.0002)
+
+    def cycles(count):
+        for index in range(count):
+            store = wasmtime.Store(engine)
+            run = wasmtime.Instance(store, module, []).exports(store)["run"]
+            profiler = GuestProfiler(store, [module], interval=0.0001)
+            with profiler:
+                run(store, spins)
+            del run
+            store.close()  # the store goes first: the profiler must not touch it again
+            if index % 2:
+                assert profiler.profile().sample_count >= 0  # still finishes, with what it took
+            del profiler
+
+    cycles(100)
+    threads_before, fds_before, rss_before = native_thread_count(), open_fds(), rss_bytes()
+    cycles(1000)
+    growth = rss_bytes() - rss_before
+    print(f"RSS growth over 1,000 store-first drops: {growth / 1024:.0f} KiB")
+    assert growth < 8 * 1024 * 1024
+    assert native_thread_count(threads_before) == threads_before
+    assert open_fds() == fds_before
 
 
 def test_save_gives_the_file_the_usual_mode(chain, tmp_path):

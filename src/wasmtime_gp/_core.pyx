@@ -497,6 +497,20 @@ cdef class NativeProfiler:
         # One tick of our own: the deadline may be far (stopped) or the ticker slow.
         api.engine_increment_epoch(self.engine)
 
+    def after_fork_in_child(self) -> None:
+        """In a forked child: stop without the ticker thread, which the child does not have (one thread runs).
+
+        The sampler's lock may have been held by a thread that did not survive the fork: it is made anew.
+        """
+        pthread_mutex_init(&self.sampler.lock, NULL)
+        self.sampler.sampling = False
+        self.sampler.subscription = NULL
+        self.sampler.timeout_at_ns = 0
+        self.sampler.host_depth = 0
+        if self.subscription != NULL:
+            ticker_unsubscribe(self.subscription)  # made in the parent: only freed
+            self.subscription = NULL
+
     def stop(self) -> int:
         """Stop sampling and leave the ticker; return the timeout left (ns, 0 if none). Any thread."""
         cdef Subscription *subscription = self.subscription

@@ -26,6 +26,7 @@ cdef struct Subscription:
     EngineClock *clock
     int64_t interval_ns
     bint spin                      # may wake early and spin (short interval, a spare CPU)
+    uint64_t generation            # the process it was made in: a forked child orphans its parent's
 
 cdef void ticker_bind(wasmtime_engine_increment_epoch_fn increment, wasmtime_engine_clone_fn clone,
                       wasm_engine_delete_fn delete) noexcept nogil

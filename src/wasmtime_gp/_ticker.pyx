@@ -28,6 +28,9 @@ cdef EngineClock *clocks = NULL
 cdef pthread_t thread
 cdef bint thread_running = False
 cdef bint stop_requested = False
+# Bumped in a forked child, where the ticker thread does not exist: the parent's clocks and
+# subscriptions are orphaned there (left allocated, never ticked), and a new thread serves new ones.
+cdef uint64_t generation = 0
 
 
 cdef void ticker_bind(wasmtime_engine_increment_epoch_fn increment, wasmtime_engine_clone_fn clone,
@@ -143,6 +146,7 @@ cdef Subscription *ticker_subscribe(uint64_t key, wasm_engine_t *engine, int64_t
     subscription.interval_ns = interval_ns
     subscription.spin = spin
     pthread_mutex_lock(&lifecycle)
+    subscription.generation = generation
     pthread_mutex_lock(&lock)
     clock = clocks
     while clock != NULL and clock.key != key:
@@ -190,6 +194,11 @@ cdef void ticker_unsubscribe(Subscription *subscription) noexcept nogil:
     cdef EngineClock *removed = NULL
     cdef bint last_clock = False
     pthread_mutex_lock(&lifecycle)
+    if subscription.generation != generation:
+        # Made before a fork, in the parent: its clock is not ours to tick or free.
+        pthread_mutex_unlock(&lifecycle)
+        free(subscription)
+        return
     pthread_mutex_lock(&lock)
     link = &clock.subscriptions
     while link[0] != subscription:
@@ -220,14 +229,41 @@ cdef void ticker_unsubscribe(Subscription *subscription) noexcept nogil:
     free(subscription)
 
 
-def _init() -> None:
-    pthread_mutex_init(&lifecycle, NULL)
-    pthread_mutex_init(&lock, NULL)
+cdef void init_wake() noexcept nogil:
     cdef pthread_condattr_t attr
     pthread_condattr_init(&attr)
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)
     pthread_cond_init(&wake, &attr)
     pthread_condattr_destroy(&attr)
+
+
+# fork(): hold both locks across it, so the child never inherits one held by a thread it does not have.
+cdef void before_fork() noexcept nogil:
+    pthread_mutex_lock(&lifecycle)
+    pthread_mutex_lock(&lock)
+
+
+cdef void after_fork_in_parent() noexcept nogil:
+    pthread_mutex_unlock(&lock)
+    pthread_mutex_unlock(&lifecycle)
+
+
+cdef void after_fork_in_child() noexcept nogil:
+    global clocks, thread_running, stop_requested, generation
+    generation += 1
+    clocks = NULL
+    thread_running = False
+    stop_requested = False
+    init_wake()
+    pthread_mutex_unlock(&lock)
+    pthread_mutex_unlock(&lifecycle)
+
+
+def _init() -> None:
+    pthread_mutex_init(&lifecycle, NULL)
+    pthread_mutex_init(&lock, NULL)
+    init_wake()
+    pthread_atfork(before_fork, after_fork_in_parent, after_fork_in_child)
 
 
 _init()

@@ -23,6 +23,7 @@ from typing import Union
 
 import wasmtime
 
+from wasmtime_gp import _checks
 from wasmtime_gp._errors import ProfilerTypeError, ProfilerValueError
 from wasmtime_gp.profile import Profile
 from wasmtime_gp.profiler import GuestProfiler, ModulesArg
@@ -117,6 +118,9 @@ class ContinuousProfiler:
         if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
             raise ProfilerValueError(f"keep must be a positive int or None, not {keep!r}")
         self.labels = {str(k): str(v) for k, v in (labels or {}).items()}
+        for key, value in self.labels.items():  # they go into every profile's JSON and pprof strings
+            _checks.utf8(key, "label name")
+            _checks.utf8(value, f"label {key!r}")
         self._profiler = GuestProfiler(store, modules, interval=interval, name=name)
         if callable(sink):
             if keep is not None:

@@ -406,6 +406,23 @@ class GuestProfiler:
         return f"<GuestProfiler {state} interval={self._interval:g}s samples={self.sample_count}>"
 
 
+def _after_fork_in_child() -> None:
+    """A forked child has no ticker thread and only this thread: its inherited profilers are stopped.
+
+    They keep their samples and can be finished, or started again (sampling the child's own run).
+    """
+    global _registry_lock
+    _registry_lock = threading.Lock()
+    host_calls.running.clear()
+    for profiler in list(_profilers_by_store.values()):
+        profiler._lock = threading.Lock()
+        profiler._native.after_fork_in_child()
+        profiler._running = False
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 @atexit.register
 def _stop_every_ticker() -> None:
     """Join every ticker before the interpreter tears down the objects they use."""
