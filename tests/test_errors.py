@@ -5,6 +5,7 @@ Each case runs in its own interpreter: if one crashed the process, only that tes
 
 from __future__ import annotations
 
+import errors_doc
 import pytest
 from conftest import run_isolated
 
@@ -182,15 +183,53 @@ CASES = [
         "ProfilerStateError",
         "lost its store",
     ),
-]
+    ("interrupt-after-finish", "p = GuestProfiler(store, [module]); p.finish(); p.interrupt()", "ProfilerStateError",
+     "finished"),
+    ("timeout-negative", "GuestProfiler(store, [module], timeout=-1)", "ProfilerValueError", "positive"),
+    ("timeout-nan", "GuestProfiler(store, [module], timeout=math.nan)", "ProfilerValueError", "finite"),
+    ("timeout-str", "GuestProfiler(store, [module], timeout='5s')", "ProfilerTypeError", "number of seconds"),
+    ("debug-info-unknown-module", "GuestProfiler(store, [('app', module)], debug_info={'other': b''})",
+     "ProfilerValueError", "not profiled"),
+    ("debug-info-missing-file", "GuestProfiler(store, [('app', module)], debug_info={'app': '/nonexistent.wasm'})",
+     "ProfilerValueError", "cannot read the .wasm file"),
+    ("debug-info-not-bytes", "GuestProfiler(store, [('app', module)], debug_info={'app': 3})", "ProfilerTypeError",
+     "must be the module's .wasm bytes or path"),
+    ("debug-info-list", "GuestProfiler(store, [module], debug_info=['app.wasm'])", "ProfilerTypeError",
+     "debug_info must be a mapping"),
+    ("continuous-nothing-rotates", "wasmtime_gp.ContinuousProfiler(store, [module], sink=print, period=None)",
+     "ProfilerValueError", "nothing would rotate"),
+    ("continuous-period-negative", "wasmtime_gp.ContinuousProfiler(store, [module], sink=print, period=-1)",
+     "ProfilerValueError", "positive"),
+    ("continuous-max-samples-zero", "wasmtime_gp.ContinuousProfiler(store, [module], sink=print, max_samples=0)",
+     "ProfilerValueError", "at least 1"),
+    ("continuous-keep-with-callable", "wasmtime_gp.ContinuousProfiler(store, [module], sink=print, keep=3)",
+     "ProfilerValueError", "keep applies to a directory sink"),
+    ("continuous-sink-int", "wasmtime_gp.ContinuousProfiler(store, [module], sink=5)", "ProfilerTypeError",
+     "sink must be a callable or a directory"),
+    ("continuous-sink-missing-dir", "wasmtime_gp.ContinuousProfiler(store, [module], sink='/nonexistent/dir')",
+     "ProfilerValueError", "is not a directory"),
+    ("continuous-label-surrogate",
+     "wasmtime_gp.ContinuousProfiler(store, [module], sink=print, labels={'tenant': '\\udc80'})",
+     "ProfilerValueError", "not valid Unicode"),
+    ("host-func-name-surrogate",
+     "wasmtime_gp.host_calls.func(store, wasmtime.FuncType([], []), print, name='\\udc80')",
+     "ProfilerValueError", "not valid Unicode"),
+    ("host-func-not-callable", "wasmtime_gp.host_calls.func(store, wasmtime.FuncType([], []), 3)",
+     "ProfilerTypeError", "function must be callable"),
+    ("host-instrument-not-linker", "wasmtime_gp.host_calls.instrument(store)", "ProfilerTypeError",
+     "linker must be a wasmtime.Linker"),
+    ("profile-not-json", "wasmtime_gp.Profile.from_bytes(b'not json')", "ProfileFormatError", "is not JSON"),
+    ("profile-not-a-profile", "wasmtime_gp.Profile.from_bytes(b'{}')", "ProfileFormatError",
+     "is not a Wasmtime guest profile"),
+    ("profile-nesting-too-deep", "wasmtime_gp.Profile.from_bytes(b'[' * 100000)", "ProfileFormatError",
+     "is not JSON"),
+    ("profile-missing-file", "wasmtime_gp.Profile.load('/nonexistent.json')", "FileNotFoundError",
+     "No such file"),
+]  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    ("statements", "error", "fragment"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
-)
-def test_bad_input_raises_a_clear_error(statements, error, fragment):
-    if "make_engine(), NAMED" in statements and _abi.WASMTIME_MAJOR < _abi.ENGINE_FIRST_MAJOR:
-        pytest.skip("before Wasmtime 40 the profiler takes no engine: nothing to check or abort")
+def raised(statements: str, error: str) -> tuple[str, str]:
+    """Run a case in a fresh interpreter; return (exception class name, message) after checking the class."""
     code = (
         SETUP
         + f"""
@@ -199,8 +238,9 @@ try:
 except Exception as exc:
     expected = getattr(wasmtime_gp, {error!r}, None) or getattr(__builtins__, {error!r})
     assert isinstance(exc, expected), type(exc)
-    assert isinstance(exc, wasmtime_gp.GuestProfilerError) or {error!r} == "TypeError"
-    print("RAISED", type(exc).__name__, exc)
+    assert isinstance(exc, wasmtime_gp.GuestProfilerError) or {error!r} in ("TypeError", "FileNotFoundError")
+    print("RAISED", type(exc).__name__)
+    print(str(exc).splitlines()[0] if str(exc) else "")
 else:
     print("NOTHING RAISED")
 """
@@ -208,4 +248,29 @@ else:
     result = run_isolated(code)
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
     assert "RAISED" in result.stdout, result.stdout
-    assert fragment in result.stdout, result.stdout
+    name, message = result.stdout.split("\n", 2)[:2]
+    return name.split()[1], message
+
+
+def needs_engine_argument(statements: str) -> bool:
+    return "make_engine(), NAMED" in statements and _abi.WASMTIME_MAJOR < _abi.ENGINE_FIRST_MAJOR
+
+
+@pytest.mark.parametrize(
+    ("statements", "error", "fragment"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_bad_input_raises_a_clear_error(statements, error, fragment):
+    if needs_engine_argument(statements):
+        pytest.skip("before Wasmtime 40 the profiler takes no engine: nothing to check or abort")
+    _, message = raised(statements, error)
+    assert fragment in message, message
+
+
+def test_docs_errors_md_lists_every_case():
+    """docs/errors.md is generated from CASES (tests/make_errors_doc.py): it must list them all, as they are."""
+    rows = errors_doc.read_rows(errors_doc.DOC.read_text())
+    assert [(row.case, row.call, row.error) for row in rows] == [
+        (c[0], c[1].replace("\n", "; "), c[2]) for c in CASES
+    ]
+    for row, case in zip(rows, CASES):
+        assert case[3] in row.message, (row.case, row.message)
