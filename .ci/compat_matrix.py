@@ -79,7 +79,8 @@ def run_cell(python_version: str, wasmtime_version: str, workdir: Path) -> tuple
         return "FAIL", "install failed:\n" + install.stdout[-3000:] + install.stderr[-3000:]
     # Run from the tests directory so the installed package, not the source tree, is imported.
     tests = subprocess.run(
-        [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests")],
+        # The slow tests that do not depend on the versions ran once already, in the README's command.
+        [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow", str(ROOT / "tests")],
         cwd=ROOT / "tests",
         capture_output=True,
         text=True,

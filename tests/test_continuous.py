@@ -86,6 +86,8 @@ def test_bad_arguments(chain, tmp_path):
         ContinuousProfiler(chain.store, [chain.module], sink=print, keep=2)
 
 
+@pytest.mark.slow
+@pytest.mark.rss
 def test_memory_stays_flat_over_many_rotations(chain, spins_for):
     counts = []
     continuous = ContinuousProfiler(chain.store, [chain.module], sink=lambda r: counts.append(r.sample_count),

@@ -210,6 +210,7 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+@pytest.mark.rss
 def test_ten_thousand_start_finish_cycles_leave_memory_threads_and_fds_flat(spins_for):
     guest = instantiate(CHAIN)
     spins = spins_for(0.00005)
@@ -231,6 +232,7 @@ def test_ten_thousand_start_finish_cycles_leave_memory_threads_and_fds_flat(spin
     assert open_fds() == fds_before
 
 
+@pytest.mark.rss
 def test_a_thousand_profilers_whose_stores_are_dropped_first_leave_nothing_behind(spins_for):
     engine = make_engine()
     module = wasmtime.Module(engine, CHAIN)

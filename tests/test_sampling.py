@@ -155,6 +155,7 @@ def test_one_cpu_holds_the_ticker_at_its_floor_and_says_so():
     assert 0.25 * 20_000 < rate < 1.1 * 20_000  # the 50 us floor, not a starved few thousand
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the busy process at nice -20")
 def test_a_starved_ticker_is_reported_not_hidden():
     # One CPU shared with a busy process of much higher priority: the ticker wakes milliseconds late.

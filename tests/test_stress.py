@@ -7,6 +7,7 @@ import stress
 
 
 # 8 guest threads on a small machine: the ticker cannot always get a CPU, and says so.
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:wasmtime-gp. the ticker managed")
 def test_eight_threads_with_random_stops_starts_rotations_finishes_and_drops():
     stats = stress.run(seconds=5, threads=8, seed=1)
