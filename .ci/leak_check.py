@@ -13,11 +13,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-import wasmtime  # noqa: E402
-from conftest import make_engine  # noqa: E402
-from guests import CHAIN  # noqa: E402
+import wasmtime
+from conftest import make_engine
+from guests import CHAIN
 
-from wasmtime_gp import ContinuousProfiler, GuestProfiler, host_calls  # noqa: E402
+from wasmtime_gp import ContinuousProfiler, GuestProfiler, host_calls
 
 
 def exercise() -> None:

@@ -4,12 +4,12 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-import threading  # noqa: E402
+import threading
 
-from conftest import instantiate  # noqa: E402
-from guests import CHAIN  # noqa: E402
+from conftest import instantiate
+from guests import CHAIN
 
-from wasmtime_gp import ContinuousProfiler, GuestProfiler  # noqa: E402
+from wasmtime_gp import ContinuousProfiler, GuestProfiler
 
 
 def main() -> None:
