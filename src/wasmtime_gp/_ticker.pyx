@@ -217,10 +217,13 @@ cdef void ticker_unsubscribe(Subscription *subscription) noexcept nogil:
         stop_requested = True
     pthread_cond_signal(&wake)
     pthread_mutex_unlock(&lock)
-    if last_clock and thread_running:
-        pthread_join(thread, NULL)
-        thread_running = False
-    stop_requested = False
+    if last_clock:
+        if thread_running:
+            pthread_join(thread, NULL)
+            thread_running = False
+        # Only now, with the thread gone: it reads the flag under `lock` (helgrind found the earlier
+        # unconditional write racing with it).
+        stop_requested = False
     pthread_mutex_unlock(&lifecycle)
     if removed != NULL:
         if removed.owns_engine:
