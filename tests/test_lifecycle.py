@@ -210,6 +210,17 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+def assert_leaves_nothing(work, what: str) -> None:  # type: ignore[no-untyped-def]
+    """RSS flat (under 8 MiB of growth), and no thread or file descriptor left behind by `work()`."""
+    threads_before, fds_before, rss_before = native_thread_count(), open_fds(), rss_bytes()
+    work()
+    growth = rss_bytes() - rss_before
+    print(f"RSS growth over {what}: {growth / 1024:.0f} KiB")
+    assert growth < 8 * 1024 * 1024
+    assert native_thread_count(threads_before) == threads_before
+    assert open_fds() == fds_before
+
+
 @pytest.mark.rss
 def test_ten_thousand_start_finish_cycles_leave_memory_threads_and_fds_flat(spins_for):
     guest = instantiate(CHAIN)
@@ -223,13 +234,7 @@ def test_ten_thousand_start_finish_cycles_leave_memory_threads_and_fds_flat(spin
             profiler.finish()
 
     cycles(500)  # warm-up: allocator pools, caches
-    threads_before, fds_before, rss_before = native_thread_count(), open_fds(), rss_bytes()
-    cycles(10_000)
-    growth = rss_bytes() - rss_before
-    print(f"RSS growth over 10,000 cycles: {growth / 1024:.0f} KiB")
-    assert growth < 8 * 1024 * 1024
-    assert native_thread_count(threads_before) == threads_before
-    assert open_fds() == fds_before
+    assert_leaves_nothing(lambda: cycles(10_000), "10,000 cycles")
 
 
 @pytest.mark.rss
@@ -252,13 +257,7 @@ def test_a_thousand_profilers_whose_stores_are_dropped_first_leave_nothing_behin
             del profiler
 
     cycles(100)
-    threads_before, fds_before, rss_before = native_thread_count(), open_fds(), rss_bytes()
-    cycles(1000)
-    growth = rss_bytes() - rss_before
-    print(f"RSS growth over 1,000 store-first drops: {growth / 1024:.0f} KiB")
-    assert growth < 8 * 1024 * 1024
-    assert native_thread_count(threads_before) == threads_before
-    assert open_fds() == fds_before
+    assert_leaves_nothing(lambda: cycles(1000), "1,000 store-first drops")
 
 
 def test_save_gives_the_file_the_usual_mode(chain, tmp_path):

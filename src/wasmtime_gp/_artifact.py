@@ -39,20 +39,15 @@ def elf_section(artifact: bytes, wanted: bytes) -> bytes:
 
 def read_uleb(data: bytes, pos: int) -> tuple[int, int]:
     """An unsigned LEB128 at `pos`: (value, position after it)."""
-    value = shift = 0
-    while True:
-        if pos >= len(data) or shift > 63:
-            raise MalformedArtifact("truncated or overlong LEB128")
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, pos
+    return _read_leb(data, pos, signed=False)
 
 
 def read_sleb(data: bytes, pos: int) -> tuple[int, int]:
     """A signed LEB128 at `pos`: (value, position after it)."""
+    return _read_leb(data, pos, signed=True)
+
+
+def _read_leb(data: bytes, pos: int, signed: bool) -> tuple[int, int]:
     value = shift = 0
     while True:
         if pos >= len(data) or shift > 63:
@@ -62,6 +57,6 @@ def read_sleb(data: bytes, pos: int) -> tuple[int, int]:
         value |= (byte & 0x7F) << shift
         shift += 7
         if not byte & 0x80:
-            if byte & 0x40:
+            if signed and byte & 0x40:
                 value -= 1 << shift
             return value, pos
