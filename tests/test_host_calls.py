@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import gzip
 import json
 import time
@@ -18,6 +19,7 @@ from wasmtime_gp import (
     Profile,
     ProfilerTypeError,
     ProfilerValueError,
+    _ticker,
     host_calls,
 )
 from wasmtime_gp.exports import to_collapsed, to_pprof, to_speedscope
@@ -180,6 +182,18 @@ def test_without_a_running_profiler_calls_pass_straight_through():
     assert not host_calls.running
     app("work", 3, 1)  # stopped: nothing recorded
     assert profiler.profile().host_sample_count == 0
+
+
+def test_a_running_profiler_dropped_without_stop_still_stops():
+    app = App(slow_seconds=0.0)
+    profiler = app.profiler()
+    profiler.start()
+    assert host_calls.running and _ticker.thread_is_running()
+    del profiler
+    gc.collect()
+    assert not host_calls.running
+    assert not _ticker.thread_is_running()
+    assert app("many", 100) == 50  # the wrapped functions go on working
 
 
 def test_many_tiny_calls_add_up_to_their_share():

@@ -610,9 +610,10 @@ cdef class NativeProfiler:
             ticks = gp_load_u64(&subscription.clock.ticks)
             step = own_ticks(s, gp_load_i64(&subscription.clock.interval_ns))
         pthread_mutex_lock(&s.lock)
-        s.host_depth -= 1
-        if s.host_depth < HOST_DEPTH_MAX:
-            pending = s.host_pending[s.host_depth]
+        if s.host_depth > 0:  # 0 after a fork from inside a host call: the child starts the count afresh
+            s.host_depth -= 1
+            if s.host_depth < HOST_DEPTH_MAX:
+                pending = s.host_pending[s.host_depth]
         if (subscription == NULL or not (s.sampling and s.profiler != NULL and s.store != NULL)
                 or s.samples < samples_before):
             pthread_mutex_unlock(&s.lock)

@@ -401,6 +401,14 @@ class GuestProfiler:
     ) -> None:
         self.stop()
 
+    def __del__(self) -> None:
+        # host_calls.running holds the native half while running: let it go, so that dropping a running
+        # profiler still stops it (the native half stops itself when freed).
+        native, context = getattr(self, "_native", None), getattr(self, "_context", None)
+        running = host_calls.running
+        if native is not None and running.get(context) is native:  # type: ignore[arg-type]
+            del running[context]  # type: ignore[arg-type]
+
     def __repr__(self) -> str:
         state = "finished" if self._finished else "running" if self._running else "stopped"
         return f"<GuestProfiler {state} interval={self._interval:g}s samples={self.sample_count}>"
