@@ -43,7 +43,7 @@ def splice(raw: dict[str, Any], calls: list[HostCall], base: int) -> int:
     samples = table.thread["samples"]
     times = _absolute_times(samples)
     stacks: list[int | None] = list(samples["stack"])
-    cpu: list[float] = list(samples.get("threadCPUDelta") or [0] * len(times))
+    cpu: list[float] = [delta or 0 for delta in samples.get("threadCPUDelta") or [0] * len(times)]
 
     frames = table.frames_of  # read before any insertion: depths refer to the stacks Wasmtime wrote
     inserts: dict[int, list[tuple[int, int]]] = {}  # sample -> (depth, host frame) to insert
