@@ -217,6 +217,41 @@ def test_an_unverified_wasmtime_gets_a_notice_not_lines(programs):
     assert WASMTIME_MAJOR in range(19, 51)
 
 
+def test_corrupt_dwarf_is_a_notice_never_a_crash(programs):
+    hypothesis = pytest.importorskip("hypothesis")
+    from hypothesis import strategies as st
+
+    from wasmtime_gp._artifact import MalformedArtifact
+    from wasmtime_gp._dwarf import ModuleDwarf, wasm_sections
+
+    wasm = programs["debug"].read_bytes()
+    _, custom = wasm_sections(wasm)
+    spans = [
+        (wasm.find(custom[name]), len(custom[name]))
+        for name in (".debug_info", ".debug_line", ".debug_abbrev")
+    ]
+    tried = 0
+
+    @hypothesis.settings(max_examples=60, deadline=None)
+    @hypothesis.given(span=st.sampled_from(spans), data=st.data())
+    def corrupt(span, data):  # type: ignore[no-untyped-def]
+        nonlocal tried
+        start, length = span
+        offset = data.draw(st.integers(0, length - 1))
+        junk = data.draw(st.binary(min_size=1, max_size=16))
+        damaged = wasm[: start + offset] + junk + wasm[start + offset + len(junk) :]
+        tried += 1
+        try:
+            dwarf = ModuleDwarf(damaged)
+        except (MalformedArtifact, LookupError):
+            return
+        for offset in range(0, 4096, 97):
+            dwarf.frames(offset)
+
+    corrupt()
+    assert tried >= 60
+
+
 def test_debug_info_arguments_are_checked(programs):
     engine = make_engine()
     store = wasmtime.Store(engine)

@@ -13,7 +13,6 @@ import posixpath
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from elftools.common.exceptions import ELFError
 from elftools.dwarf.dwarfinfo import DebugSectionDescriptor, DwarfConfig, DWARFInfo
 
 from wasmtime_gp._artifact import MalformedArtifact, read_uleb
@@ -100,7 +99,7 @@ class ModuleDwarf:
             for cu in info.iter_CUs():
                 files = self._read_lines(info, cu)
                 self._read_functions(cu, files)
-        except (ELFError, KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
+        except Exception as exc:  # noqa: BLE001 (pyelftools raises all kinds on malformed DWARF, asserts included)
             raise MalformedArtifact(f"unreadable DWARF: {exc}") from None
         self._rows.sort(key=lambda row: row[0])
         self._row_addresses = [row[0] for row in self._rows]
