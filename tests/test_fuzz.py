@@ -30,6 +30,8 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+pytestmark = pytest.mark.slow  # hypothesis runs hundreds of examples; the README's command runs them once
+
 FIXTURES = sorted((Path(__file__).parent / "data").glob("chain-wasmtime*.json"))
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -10,6 +10,8 @@ import pytest
 from guests import CHAIN
 
 pytest_plugins = ["pytester"]
+# Each runs pytest in a subprocess, and none depends on the Python or Wasmtime version.
+pytestmark = pytest.mark.slow
 
 # Test files for the inner pytest runs: a CHAIN guest, profiled through the fixture.
 PRELUDE = f'''
