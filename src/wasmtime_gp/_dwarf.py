@@ -10,6 +10,7 @@ import bisect
 import inspect
 import io
 import posixpath
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -157,17 +158,10 @@ class ModuleDwarf:
             return SourceLine(files[index], attributes[line_attribute].value, column)
 
         def declared(die: Any) -> SourceLine | None:
-            origin = die
-            for _ in range(4):  # abstract_origin / specification chains are short
+            for origin in _origins(die):
                 found = place(origin, "DW_AT_decl_file", "DW_AT_decl_line", "DW_AT_decl_column")
                 if found is not None:
                     return found
-                for link in ("DW_AT_abstract_origin", "DW_AT_specification"):
-                    if link in origin.attributes:
-                        origin = origin.get_DIE_from_attribute(link)
-                        break
-                else:
-                    return None
             return None
 
         def walk(die: Any, depth: int) -> None:
@@ -242,16 +236,22 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def _name(die: Any) -> str | None:
-    for _ in range(4):
-        if "DW_AT_name" in die.attributes:
-            return _text(die.attributes["DW_AT_name"].value)
+def _origins(die: Any) -> Iterator[Any]:
+    """A DIE, then those it refers to for the rest of its description (abstract_origin, specification)."""
+    for _ in range(4):  # such chains are short
+        yield die
         for link in ("DW_AT_abstract_origin", "DW_AT_specification"):
             if link in die.attributes:
                 die = die.get_DIE_from_attribute(link)
                 break
         else:
-            return None
+            return
+
+
+def _name(die: Any) -> str | None:
+    for origin in _origins(die):
+        if "DW_AT_name" in origin.attributes:
+            return _text(origin.attributes["DW_AT_name"].value)
     return None
 
 

@@ -16,8 +16,8 @@ import bisect
 from typing import Any, NamedTuple
 
 from wasmtime_gp._fxprof import ThreadTables, append_row
+from wasmtime_gp.profile import HOST_MODULE  # the "module" (resource) of every host frame
 
-HOST_RESOURCE = "[host]"  # the "module" of every host frame
 HOST_PREFIX = "[host] "
 HOST_CATEGORY = {"name": "Host", "color": "orange", "subcategories": ["Other"]}
 MARKER_TYPE = "HostCall"
@@ -137,7 +137,7 @@ class _Tables(ThreadTables):
     def resource(self) -> int:
         if self._resource is None:
             self._resource = append_row(
-                self.thread["resourceTable"], {"lib": None, "name": self.string(HOST_RESOURCE), "type": 0}
+                self.thread["resourceTable"], {"lib": None, "name": self.string(HOST_MODULE), "type": 0}
             )
         return self._resource
 
