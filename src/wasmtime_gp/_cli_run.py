@@ -26,14 +26,15 @@ def _engine() -> wasmtime.Engine:
     return wasmtime.Engine(config)
 
 
-def _load(engine: wasmtime.Engine, path: Path) -> wasmtime.Module:
+def _load(engine: wasmtime.Engine, path: Path) -> tuple[wasmtime.Module, bytes | None]:
+    """The module, and its binary when it is one (it may carry DWARF); text modules have none."""
     if not path.is_file():
         raise CommandError(f"{path}: no such file")
     data = path.read_bytes()
     try:
         if path.suffix == ".wat" or not data.startswith(b"\0asm"):
-            return wasmtime.Module(engine, data.decode("utf-8"))
-        return wasmtime.Module(engine, data)
+            return wasmtime.Module(engine, data.decode("utf-8")), None
+        return wasmtime.Module(engine, data), data
     except (wasmtime.WasmtimeError, UnicodeDecodeError) as exc:
         raise CommandError(f"{path}: not a valid WebAssembly module: {str(exc).splitlines()[0]}") from None
 
@@ -85,7 +86,7 @@ def _invocation(
 def run_command(args: argparse.Namespace) -> int:
     output = args.output or args.module.with_suffix(".profile.json")
     engine = _engine()
-    module = _load(engine, args.module)
+    module, binary = _load(engine, args.module)
     store = wasmtime.Store(engine)
     store.set_wasi(_wasi(args))
     linker = wasmtime.Linker(engine)
@@ -98,7 +99,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     name = module_name(module) or args.module.stem
     # A binary module may carry DWARF: then frames get source lines (a notice says when it has none).
-    debug_info = {name: args.module} if args.module.read_bytes()[:4] == b"\0asm" else None
+    debug_info = {name: binary} if binary is not None else None
     profiler = GuestProfiler(store, [(name, module)], interval=args.interval, debug_info=debug_info)
     outcome: dict[str, Any] = {}
 
