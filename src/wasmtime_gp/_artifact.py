@@ -11,6 +11,12 @@ class MalformedArtifact(Exception):
 
 def elf_section(artifact: bytes, wanted: bytes) -> bytes:
     """The contents of the section named `wanted` (64-bit little-endian ELF, as Wasmtime writes on our hosts)."""
+    offset, size = elf_section_bounds(artifact, wanted)
+    return artifact[offset : offset + size]
+
+
+def elf_section_bounds(artifact: bytes | bytearray, wanted: bytes) -> tuple[int, int]:
+    """(offset, size) in `artifact` of the section named `wanted`."""
     if artifact[:4] != b"\x7fELF" or artifact[4] != 2 or artifact[5] != 1:
         raise MalformedArtifact("not a 64-bit little-endian ELF file")
     try:
@@ -31,7 +37,7 @@ def elf_section(artifact: bytes, wanted: bytes) -> bytes:
             if names[name_offset:end] == wanted:
                 if offset + size > len(artifact):
                     raise MalformedArtifact(f"section {wanted!r} runs past the end of the file")
-                return artifact[offset : offset + size]
+                return offset, size
     except struct.error as exc:
         raise MalformedArtifact(str(exc)) from None
     raise MalformedArtifact(f"no section {wanted!r}")

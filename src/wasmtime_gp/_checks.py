@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections.abc import Sequence
 
 import wasmtime
 
-from wasmtime_gp import _core, _wasmtime_py
+from wasmtime_gp import _artifact, _core, _wasmtime_py
 from wasmtime_gp._abi import ENGINE_FIRST_MAJOR, MULTI_MODULE_MAJOR, WASMTIME_MAJOR
 from wasmtime_gp._errors import (
     EngineConfigError,
@@ -17,44 +18,119 @@ from wasmtime_gp._errors import (
     ProfilerValueError,
 )
 
-# One exported function: with epoch interruption on, a deadline of 0 traps at its entry.
+# Wasmtime's words when a compiled module's settings and the engine's disagree about epoch interruption
+# (the same from 19 to 50): the first says the engine has it, the second that it does not.
+_EPOCH_ON_FOR_HOST = "compiled without epoch interruption but it is enabled for the host"
+_EPOCH_OFF_FOR_HOST = "compiled with epoch interruption but it is not enabled for the host"
+_ENGINE_SECTION = b".wasmtime.engine"
+# The fallback probe: one exported function; with epoch interruption on, a deadline of 0 traps at its entry.
 _EPOCH_PROBE_WAT = '(module (func (export "probe")))'
+# A compile in a process forked after Wasmtime's compile threads ran never returns: wait this long at most.
+_PROBE_COMPILE_TIMEOUT = 10.0
 
 _epoch_checked: weakref.WeakSet[wasmtime.Engine] = weakref.WeakSet()
 _modules_checked: weakref.WeakKeyDictionary[wasmtime.Module, weakref.WeakSet[wasmtime.Engine]] = (
     weakref.WeakKeyDictionary()
 )
+# Where the epoch flag sat last time, counted from the end of the engine section: tried first next time.
+_last_flag_from_end: list[int] = []
 
 
-def require_epoch_interruption(engine: wasmtime.Engine) -> None:
+def require_epoch_interruption(engine: wasmtime.Engine, module: wasmtime.Module) -> None:
     """Raise EngineConfigError unless `engine` was configured with epoch_interruption = True.
 
-    The C API cannot read an engine's configuration, so run a tiny probe on a throwaway
-    store of the same engine; cached per engine.
+    The C API cannot read an engine's configuration, and compiling anything may never return in a
+    process forked after Wasmtime compiled (a pre-fork server's worker). So read it from `module`, one
+    of the engine's compiled modules (any module will do), with a bounded probe where that cannot tell:
+    cached per engine.
     """
     if engine in _epoch_checked:
         return
-    store = wasmtime.Store(engine)
+    enabled = epoch_interruption_of(engine, module)
+    if enabled is None:
+        enabled = _epoch_interruption_by_running_a_probe(engine)
+    if not enabled:
+        raise EngineConfigError(
+            "the engine was created without epoch interruption, so the profiler could never take a sample; "
+            "create it from a wasmtime.Config with `config.epoch_interruption = True`"
+        )
+    _epoch_checked.add(engine)
+
+
+def epoch_interruption_of(engine: wasmtime.Engine, module: wasmtime.Module) -> bool | None:
+    """Whether `engine` has epoch interruption, told by Wasmtime without compiling; None if it does not say.
+
+    `Module.serialize()` records the engine's settings in its `.wasmtime.engine` section, and
+    `Module.deserialize()` names the first setting that differs from its engine's before it loads anything.
+    Flipping one 0/1 byte of that section at a time (from the end, where the tunables are) until Wasmtime
+    names epoch interruption tells which way the engine is set. Wasmtime's words are about the engine, so
+    they hold even for a module of another engine (which, configured otherwise, makes it name another
+    setting first: then this returns None).
+    """
+    artifact = bytearray(module.serialize())
     try:
-        store.set_epoch_deadline(0)
-        module = wasmtime.Module(engine, _EPOCH_PROBE_WAT)
-        probe = wasmtime.Instance(store, module, []).exports(store)["probe"]
-        assert isinstance(probe, wasmtime.Func)
+        offset, size = _artifact.elf_section_bounds(artifact, _ENGINE_SECTION)
+    except _artifact.MalformedArtifact:
+        return None
+    end = offset + size
+    flags = [pos for pos in range(end - 1, offset - 1, -1) if artifact[pos] in (0, 1)]
+    flags.sort(key=lambda pos: end - pos not in _last_flag_from_end)  # stable: the remembered place first
+    for pos in flags:
+        artifact[pos] ^= 1
         try:
-            probe(store)
-        except wasmtime.Trap as trap:
-            # Its traceback would keep the caller's frames (and the new profiler) in a cycle.
-            trap.__traceback__ = None
-            _epoch_checked.add(engine)
-            return
-    except wasmtime.WasmtimeError as exc:
-        raise EngineConfigError(f"cannot run code on this engine to check its configuration: {exc}") from None
-    finally:
-        store.close()
-    raise EngineConfigError(
-        "the engine was created without epoch interruption, so the profiler could never take a sample; "
-        "create it from a wasmtime.Config with `config.epoch_interruption = True`"
-    )
+            wasmtime.Module.deserialize(engine, artifact)
+            message = ""
+        except wasmtime.WasmtimeError as exc:
+            message = str(exc)
+        finally:
+            artifact[pos] ^= 1
+        if _EPOCH_ON_FOR_HOST in message or _EPOCH_OFF_FOR_HOST in message:
+            _last_flag_from_end[:] = [end - pos]
+            return _EPOCH_ON_FOR_HOST in message
+    return None
+
+
+def _epoch_interruption_by_running_a_probe(engine: wasmtime.Engine) -> bool:
+    """The fallback where Wasmtime's artifact does not say: run a tiny probe on a throwaway store.
+
+    The compile runs on a daemon thread, waited for in bounded time: in a process forked after Wasmtime's
+    compile threads ran, it never returns (the thread is then left behind, blocked).
+    """
+    outcome: list[bool | BaseException] = []
+
+    def probe() -> None:
+        store = wasmtime.Store(engine)
+        try:
+            store.set_epoch_deadline(0)
+            module = wasmtime.Module(engine, _EPOCH_PROBE_WAT)
+            export = wasmtime.Instance(store, module, []).exports(store)["probe"]
+            assert isinstance(export, wasmtime.Func)
+            try:
+                export(store)
+            except wasmtime.Trap as trap:
+                trap.__traceback__ = None  # it would keep this frame (and the store) in a cycle
+                outcome.append(True)
+                return
+            outcome.append(False)
+        except wasmtime.WasmtimeError as exc:
+            outcome.append(exc)
+        finally:
+            store.close()
+
+    thread = threading.Thread(target=probe, name="wasmtime-gp epoch probe", daemon=True)
+    thread.start()
+    thread.join(_PROBE_COMPILE_TIMEOUT)
+    if not outcome:
+        raise EngineConfigError(
+            "cannot tell whether the engine has epoch interruption: this Wasmtime's compiled modules do not "
+            f"say, and compiling a probe did not finish in {_PROBE_COMPILE_TIMEOUT:g} s (in a process forked "
+            "after Wasmtime compiled, compiling never returns); create the first GuestProfiler of this engine "
+            "before forking"
+        )
+    result = outcome[0]
+    if isinstance(result, BaseException):
+        raise EngineConfigError(f"cannot run code on this engine to check its configuration: {result}")
+    return result
 
 
 def require_supported_module_count(count: int) -> None:

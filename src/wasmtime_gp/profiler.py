@@ -138,7 +138,7 @@ class GuestProfiler:
         engine = _wasmtime_py.store_engine(store)
         engine_address = _wasmtime_py.engine_address(engine)
         _checks.require_supported_module_count(len(named))
-        _checks.require_epoch_interruption(engine)
+        _checks.require_epoch_interruption(engine, named[0][1])
         _checks.require_modules_of_engine(engine, named, process_name)
 
         self._store = store
