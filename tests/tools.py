@@ -1,5 +1,5 @@
-"""Real programs the tests need, installed by .ci/run: speedscope (npm), Chromium, Go, and C programs
-compiled to wasm32-wasi.
+"""Real programs the tests need, installed by .ci/run: speedscope and the Firefox Profiler's profiler-cli
+(npm), Chromium, Go, and C programs compiled to wasm32-wasi.
 
 Locally a missing tool skips its test; with WASMTIME_GP_REQUIRE_TOOLS=1 (as .ci/run sets) it fails instead,
 so CI can never pass by skipping.
@@ -28,6 +28,15 @@ def node_package(name: str) -> Path:
     path = NODE_TOOLS / name
     if not path.is_dir() or shutil.which("node") is None:
         _missing(f"the npm package {name}")
+    return path
+
+
+def node_command(package: str, command: str) -> Path:
+    """The executable `command` that the npm package `package` installs (node_modules/.bin)."""
+    node_package(package)
+    path = NODE_TOOLS / ".bin" / command
+    if not path.is_file():
+        _missing(f"the command {command} of the npm package {package}")
     return path
 
 
