@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Iterator
+from dataclasses import FrozenInstanceError, dataclass, field
 from itertools import accumulate
 from typing import Any, Literal
 
@@ -47,14 +48,239 @@ class Frame:
         return self.function if self.is_host else f"{self.function} [{self.module}]"
 
 
-@dataclass(frozen=True)
-class Sample:
-    """One sample: the stack from the outermost frame to the innermost, when, and the CPU it accounts for."""
+class StackTable:
+    """Stacks as the Firefox stackTable holds them: stack `i` is stack `prefix[i]` (-1: none) with `frame[i]` on top.
 
-    stack: tuple[Frame, ...]
+    Stacks share their prefixes, so a profile's stacks take memory linear in its table however deep they are.
+    A stack's prefix always comes before it.
+    """
+
+    __slots__ = ("depth", "frame", "prefix")
+
+    def __init__(self) -> None:
+        self.prefix: list[int] = []
+        self.frame: list[Frame] = []
+        self.depth: list[int] = []  # frames in the stack: 1 for an outermost frame
+
+    def __len__(self) -> int:
+        return len(self.prefix)
+
+    def push(self, prefix: int, frame: Frame) -> int:
+        """Add the stack `prefix` + `frame`; return its index."""
+        self.prefix.append(prefix)
+        self.frame.append(frame)
+        self.depth.append(self.depth[prefix] + 1 if prefix >= 0 else 1)
+        return len(self.prefix) - 1
+
+    def frames(self, stack: int) -> tuple[Frame, ...]:
+        """The stack's frames, outermost first (-1: the empty stack)."""
+        out = []
+        while stack >= 0:
+            out.append(self.frame[stack])
+            stack = self.prefix[stack]
+        out.reverse()
+        return tuple(out)
+
+    @classmethod
+    def of(cls, frames: Iterable[Frame]) -> tuple[StackTable, int]:
+        """A table holding one stack, and that stack's index."""
+        table, stack = cls(), -1
+        for frame in frames:
+            stack = table.push(stack, frame)
+        return table, stack
+
+
+class Sample:
+    """One sample: the stack from the outermost frame to the innermost, when, and the CPU it accounts for.
+
+    `stack` is built from the profile's shared stack table at each access (a new tuple every time: keep it
+    when you need it twice); `leaf` and `depth` take no time whatever the depth.
+    """
+
+    __slots__ = ("_stack", "_table", "cpu_delta", "thread", "time")
+    _table: StackTable
+    _stack: int  # in _table; -1 for the empty stack
     time: float  # seconds since the profile started
     cpu_delta: float  # seconds of the guest thread's CPU time since the previous sample (0 if not recorded)
-    thread: str = ""  # in a merged profile, the thread (profile) it came from
+    thread: str  # in a merged profile, the thread (profile) it came from
+
+    def __init__(self, stack: Iterable[Frame], time: float, cpu_delta: float, thread: str = "") -> None:
+        table, index = StackTable.of(stack)
+        _set_sample(self, table, index, time, cpu_delta, thread)
+
+    @classmethod
+    def at(cls, table: StackTable, stack: int, time: float, cpu_delta: float, thread: str = "") -> Sample:
+        """A sample whose stack is `stack` (-1: empty) of `table`, shared with other samples."""
+        sample = cls.__new__(cls)
+        _set_sample(sample, table, stack, time, cpu_delta, thread)
+        return sample
+
+    @property
+    def stack(self) -> tuple[Frame, ...]:
+        return self._table.frames(self._stack)
+
+    @property
+    def table(self) -> StackTable:
+        return self._table
+
+    @property
+    def stack_index(self) -> int:
+        """The sample's stack in `table` (-1: empty)."""
+        return self._stack
+
+    @property
+    def leaf(self) -> Frame | None:
+        """The innermost frame, None for an empty stack."""
+        return self._table.frame[self._stack] if self._stack >= 0 else None
+
+    @property
+    def depth(self) -> int:
+        return self._table.depth[self._stack] if self._stack >= 0 else 0
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __reduce__(self) -> tuple[type[Sample], tuple[tuple[Frame, ...], float, float, str]]:
+        return Sample, (self.stack, self.time, self.cpu_delta, self.thread)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sample):
+            return NotImplemented
+        if (self.time, self.cpu_delta, self.thread, self.depth) != (
+            other.time,
+            other.cpu_delta,
+            other.thread,
+            other.depth,
+        ):
+            return False
+        mine, theirs = self._stack, other._stack
+        while mine >= 0 and not (self._table is other._table and mine == theirs):
+            if self._table.frame[mine] != other._table.frame[theirs]:
+                return False
+            mine, theirs = self._table.prefix[mine], other._table.prefix[theirs]
+        return True
+
+    def __hash__(self) -> int:
+        return hash((self.time, self.cpu_delta, self.thread, self.depth, self.leaf))
+
+    def __repr__(self) -> str:
+        leaf = f", innermost {self.leaf}" if self.leaf is not None else ""
+        return (
+            f"Sample(stack=<{self.depth} frames{leaf}>, time={self.time!r}, cpu_delta={self.cpu_delta!r}, "
+            f"thread={self.thread!r})"
+        )
+
+
+def _set_sample(
+    sample: Sample, table: StackTable, stack: int, time: float, cpu_delta: float, thread: str
+) -> None:
+    setattr_ = object.__setattr__
+    setattr_(sample, "_table", table)
+    setattr_(sample, "_stack", stack)
+    setattr_(sample, "time", time)
+    setattr_(sample, "cpu_delta", cpu_delta)
+    setattr_(sample, "thread", thread)
+
+
+class Tally:
+    """The samples of one stack table: how many end at each stack (`ends`) and pass through it (`through`)."""
+
+    def __init__(self, table: StackTable) -> None:
+        self.table = table
+        self.ends = [0] * len(table)
+        self.through: list[int] = []
+
+    def _finish(self) -> None:
+        through = self.through = list(self.ends)
+        prefix = self.table.prefix
+        for stack in range(len(through) - 1, -1, -1):  # children come after their prefix
+            if through[stack] and prefix[stack] >= 0:
+                through[prefix[stack]] += through[stack]
+
+    def sampled(self) -> Iterator[int]:
+        """The stacks some sample passes through, prefixes first."""
+        return (stack for stack, count in enumerate(self.through) if count)
+
+    def preorder(self) -> Iterator[tuple[int, bool]]:
+        """(stack, entering) for each sampled stack, depth first: entering, its subtree, then leaving."""
+        first, sibling = [-1] * len(self.through), [-1] * len(self.through)
+        roots = -1
+        prefix = self.table.prefix
+        for stack in range(len(self.through) - 1, -1, -1):  # backwards, so siblings come out in table order
+            if self.through[stack]:
+                parent = prefix[stack]
+                if parent >= 0:
+                    sibling[stack], first[parent] = first[parent], stack
+                else:
+                    sibling[stack], roots = roots, stack
+        pending = [roots] if roots >= 0 else []
+        while pending:
+            stack = pending.pop()
+            if stack < 0:  # ~stack is being left
+                yield ~stack, False
+                continue
+            yield stack, True
+            if sibling[stack] >= 0:
+                pending.append(sibling[stack])
+            pending.append(~stack)
+            if first[stack] >= 0:
+                pending.append(first[stack])
+
+    def outermost(self, keys: list[int]) -> Counter[int]:
+        """Samples per key (`keys[stack]`, -1 for none) counting once a key found several times on one stack."""
+        totals: Counter[int] = Counter()
+        on_path: Counter[int] = Counter()
+        for stack, entering in self.preorder():
+            key = keys[stack]
+            if key < 0:
+                continue
+            if entering:
+                if not on_path[key]:
+                    totals[key] += self.through[stack]
+                on_path[key] += 1
+            else:
+                on_path[key] -= 1
+        return totals
+
+
+def tallies(samples: Iterable[Sample]) -> tuple[list[Tally], int]:
+    """A tally per stack table the samples use, and the number of samples with an empty stack."""
+    by_table: dict[int, Tally] = {}
+    empty = 0
+    for sample in samples:
+        if sample.stack_index < 0:
+            empty += 1
+            continue
+        tally = by_table.get(id(sample.table))
+        if tally is None:
+            tally = by_table[id(sample.table)] = Tally(sample.table)
+        tally.ends[sample.stack_index] += 1
+    for tally in by_table.values():
+        tally._finish()
+    return list(by_table.values()), empty
+
+
+def _keys(values: list[Any]) -> tuple[list[int], list[Any]]:
+    """A small int per distinct value (-1 for None), and the first value of each key."""
+    index: dict[Any, int] = {}
+    by_id: dict[int, int] = {}  # most stacks share their Frame objects: hash each object once
+    firsts: list[Any] = []
+    keys = []
+    for value in values:
+        key = by_id.get(id(value))
+        if key is None:
+            if value is None:
+                key = -1
+            else:
+                key = index.setdefault(value, len(index))
+                if key == len(firsts):
+                    firsts.append(value)
+            by_id[id(value)] = key
+        keys.append(key)
+    return keys, firsts
 
 
 @dataclass(frozen=True)
@@ -154,12 +380,16 @@ class Profile:
         self_counts: Counter[Frame] = Counter()
         total_counts: Counter[Frame] = Counter()
         depth: dict[Frame, int] = {}  # the shallowest place a function was seen: ties go to callers
-        for sample in self.samples:
-            if sample.stack:
-                self_counts[sample.stack[-1]] += 1
-            total_counts.update(set(sample.stack))  # recursion counts once per sample
-            for level, frame in enumerate(sample.stack):
-                depth[frame] = min(level, depth.get(frame, level))
+        for tally in tallies(self.samples)[0]:
+            keys, frames = _keys(tally.table.frame)
+            shallowest = [len(tally.table)] * len(frames)
+            for stack in tally.sampled():
+                key = keys[stack]
+                self_counts[frames[key]] += tally.ends[stack]
+                shallowest[key] = min(shallowest[key], tally.table.depth[stack] - 1)
+            for key, count in tally.outermost(keys).items():  # recursion counts once per sample
+                total_counts[frames[key]] += count
+                depth[frames[key]] = min(shallowest[key], depth.get(frames[key], shallowest[key]))
         count = max(len(self.samples), 1)
         if by == "self":
             order = sorted(total_counts, key=lambda f: (-self_counts[f], -total_counts[f], depth[f], str(f)))
@@ -179,7 +409,11 @@ class Profile:
     @property
     def has_lines(self) -> bool:
         """Whether any frame carries a source line (the profiler had the module's DWARF)."""
-        return any(frame.line is not None for sample in self.samples for frame in sample.stack)
+        return any(
+            tally.table.frame[stack].line is not None
+            for tally in tallies(self.samples)[0]
+            for stack in tally.sampled()
+        )
 
     def top_lines(self, n: int = 10, by: Literal["self", "total"] = "self") -> list[LineStats]:
         """The `n` source lines with the most samples: where samples were taken (`self`) or anywhere on the stack."""
@@ -188,15 +422,15 @@ class Profile:
         self_counts: Counter[tuple[str, int]] = Counter()
         total_counts: Counter[tuple[str, int]] = Counter()
         owner: dict[tuple[str, int], Frame] = {}
-        for sample in self.samples:
-            located = [(f.file, f.line, f) for f in sample.stack if f.file is not None and f.line is not None]
-            if not located:
-                continue
-            if sample.stack[-1] is located[-1][2]:
-                self_counts[located[-1][0], located[-1][1]] += 1
-            for file, line, frame in located:
-                owner.setdefault((file, line), frame)
-            total_counts.update({(file, line) for file, line, _ in located})
+        for tally in tallies(self.samples)[0]:
+            keys, locations = _keys([_location(frame) for frame in tally.table.frame])
+            for stack in tally.sampled():
+                key = keys[stack]
+                if key >= 0:
+                    owner.setdefault(locations[key], tally.table.frame[stack])
+                    self_counts[locations[key]] += tally.ends[stack]
+            for key, count in tally.outermost(keys).items():
+                total_counts[locations[key]] += count
         count = max(len(self.samples), 1)
         counts = self_counts if by == "self" else total_counts
         order = sorted(total_counts, key=lambda key: (-counts[key], -total_counts[key], key))
@@ -215,20 +449,26 @@ class Profile:
         ]
 
     def call_tree(self) -> CallNode:
-        root = CallNode(None)
-        for sample in self.samples:
-            node = root
-            node.total += 1
-            for frame in sample.stack:
-                node = node.children.setdefault(frame, CallNode(frame))
-                node.total += 1
-            node.self += 1
+        found, empty = tallies(self.samples)
+        root = CallNode(None, len(self.samples), empty)
+        for tally in found:
+            nodes: list[CallNode | None] = [None] * len(tally.table)
+            for stack in tally.sampled():
+                prefix, frame = tally.table.prefix[stack], tally.table.frame[stack]
+                parent = nodes[prefix] if prefix >= 0 else root
+                assert parent is not None
+                node = parent.children.get(frame)
+                if node is None:
+                    node = parent.children[frame] = CallNode(frame)
+                node.total += tally.through[stack]
+                node.self += tally.ends[stack]
+                nodes[stack] = node
         return root
 
     @property
     def host_sample_count(self) -> int:
         """Samples taken inside host functions (the innermost frame is a host frame)."""
-        return sum(1 for sample in self.samples if sample.stack and sample.stack[-1].is_host)
+        return sum(1 for sample in self.samples if sample.leaf is not None and sample.leaf.is_host)
 
     def filter_host(self, host: HostFilter) -> Profile:
         """A copy with host calls kept ("include"), left out ("exclude") or alone ("only").
@@ -240,23 +480,55 @@ class Profile:
         if host == "include":
             return self
         if host == "exclude":
-            samples = [
-                replace(sample, stack=tuple(frame for frame in sample.stack if not frame.is_host))
-                for sample in self.samples
-                if not (sample.stack and sample.stack[-1].is_host)
-            ]
+            samples = _without_host_frames([s for s in self.samples if s.leaf is None or not s.leaf.is_host])
         elif host == "only":
-            samples = [sample for sample in self.samples if sample.stack and sample.stack[-1].is_host]
+            samples = [s for s in self.samples if s.leaf is not None and s.leaf.is_host]
         else:
             raise ValueError(f'host must be "include", "exclude" or "only", not {host!r}')
         return Profile(self.name, self.interval, self.start_time, self.duration, samples, dict(self.labels))
 
     def stack_counts(self) -> Counter[tuple[Frame, ...]]:
         """How many samples each distinct stack has."""
-        return Counter(sample.stack for sample in self.samples)
+        found, empty = tallies(self.samples)
+        counts: Counter[tuple[Frame, ...]] = Counter()
+        if empty:
+            counts[()] = empty
+        for tally in found:
+            for stack in tally.sampled():
+                if tally.ends[stack]:
+                    counts[tally.table.frames(stack)] += tally.ends[stack]
+        return counts
 
     def __repr__(self) -> str:
         return f"<Profile {self.name!r}: {len(self.samples)} samples over {self.duration:.3f} s>"
+
+
+def _location(frame: Frame) -> tuple[str, int] | None:
+    return (frame.file, frame.line) if frame.file is not None and frame.line is not None else None
+
+
+def _without_host_frames(samples: list[Sample]) -> list[Sample]:
+    """The samples with their host frames left out, in new tables that share prefixes as the old ones did."""
+    tables: dict[int, tuple[StackTable, list[int], dict[tuple[int, int], int]]] = {}
+    out = []
+    for sample in samples:
+        old = sample.table
+        if id(old) not in tables:
+            table, mapped, interned = StackTable(), [-1] * len(old), {}
+            for stack, (prefix, frame) in enumerate(zip(old.prefix, old.frame)):
+                parent = mapped[prefix] if prefix >= 0 else -1
+                if frame.is_host:
+                    mapped[stack] = parent
+                    continue
+                key = (parent, id(frame))  # old.frame keeps every frame alive: ids stay unique
+                if key not in interned:
+                    interned[key] = table.push(parent, frame)
+                mapped[stack] = interned[key]
+            tables[id(old)] = (table, mapped, interned)
+        table, mapped, _ = tables[id(old)]
+        stack = mapped[sample.stack_index] if sample.stack_index >= 0 else -1
+        out.append(Sample.at(table, stack, sample.time, sample.cpu_delta, sample.thread))
+    return out
 
 
 def _parse(raw: dict[str, Any]) -> Profile:
@@ -320,18 +592,21 @@ def _parse_thread(
     ]
     prefixes, stack_frames = thread["stackTable"]["prefix"], thread["stackTable"]["frame"]
 
-    stacks: list[tuple[Frame, ...]] = []
+    stacks = StackTable()
     for prefix, frame in zip(prefixes, stack_frames):
-        # A stack's prefix always comes before it in the table.
-        parent = stacks[prefix] if prefix is not None else ()
-        stacks.append((*parent, frames[frame]))
+        if prefix is not None and not 0 <= prefix < len(stacks):  # a prefix always comes before its stack
+            raise ValueError(f"stack {len(stacks)} has the prefix {prefix!r}")
+        stacks.push(-1 if prefix is None else prefix, frames[frame])
 
     table = thread["samples"]
     times = table["time"] if "time" in table else list(accumulate(table["timeDeltas"]))
     cpu_deltas = table.get("threadCPUDelta") or [0] * len(times)
     thread_name = str(thread.get("name", "")) if named else ""
+    for stack in table["stack"]:
+        if stack is not None and not 0 <= stack < len(stacks):
+            raise IndexError(f"sample stack {stack!r} is not in the stack table")
     samples = [
-        Sample(stacks[stack] if stack is not None else (), time / 1000, (delta or 0) * cpu_scale, thread_name)
+        Sample.at(stacks, -1 if stack is None else stack, time / 1000, (delta or 0) * cpu_scale, thread_name)
         for stack, time, delta in zip(table["stack"], times, cpu_deltas)
     ]
     if len(samples) != table.get("length", len(samples)):
