@@ -47,8 +47,17 @@ def test_speedscope_file_is_valid_against_its_schema(profile):
     jsonschema.validate(document, schema)
     names = {frame["name"] for frame in document["shared"]["frames"]}
     assert set(FUNCTIONS) <= names
-    (sampled,) = document["profiles"]
-    assert len(sampled["samples"]) == len(sampled["weights"]) == sum(1 for s in profile.samples if s.stack)
+    (evented,) = document["profiles"]
+    assert evented["type"] == "evented"
+    samples = sum(1 for s in profile.samples if s.stack)
+    assert evented["endValue"] == pytest.approx(samples * profile.interval)  # an interval per sample
+    open_frames = []  # every frame opened is closed, innermost first
+    for event in evented["events"]:
+        if event["type"] == "O":
+            open_frames.append(event["frame"])
+        else:
+            assert open_frames.pop() == event["frame"]
+    assert not open_frames
 
 
 def _serve(directory: Path) -> tuple[http.server.ThreadingHTTPServer, str]:

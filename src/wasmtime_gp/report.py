@@ -95,36 +95,40 @@ class _SourceFiles:
 
 
 def call_tree(profile: Profile, min_percent: float = 1.0, max_depth: int = 40, color: bool = False) -> str:
-    """The call tree, pruned of nodes under `min_percent` of all samples."""
+    """The call tree, pruned of nodes under `min_percent` of all samples and below `max_depth` levels."""
     paint = _Paint(color)
     root = profile.call_tree()
     total = max(root.total, 1)
     lines: list[str] = []
 
-    def walk(node: CallNode, indent: str, child_indent: str, module: str | None, depth: int) -> None:
+    def shown(node: CallNode) -> list[CallNode]:
+        return [c for c in node.sorted_children() if 100 * c.total / total >= min_percent]
+
+    # (node, its line's indent, its children's indent, its caller's module, depth): a stack, not recursion.
+    pending: list[tuple[CallNode, str, str, str | None, int]] = [
+        (child, "", "", None, 1) for child in reversed(shown(root))
+    ]
+    while pending:
+        node, indent, child_indent, module, depth = pending.pop()
         assert node.frame is not None
         percent = 100 * node.total / total
         label = paint(node.frame.function, _BOLD)
         if node.frame.module != module:
             label += _module_label(node.frame, paint)
         lines.append(f"{indent}{paint.percent(percent, f'{percent:5.1f}%')} {label}")
-        children = [c for c in node.sorted_children() if 100 * c.total / total >= min_percent]
+        children = shown(node)
         if depth >= max_depth and children:
             lines.append(f"{child_indent}└─ {paint('...', _DIM)}")
-            return
-        for index, child in enumerate(children):
+            continue
+        for index in range(len(children) - 1, -1, -1):
             last = index == len(children) - 1
-            walk(
-                child,
+            pending.append((
+                children[index],
                 child_indent + ("└─ " if last else "├─ "),
                 child_indent + ("   " if last else "│  "),
                 node.frame.module,
                 depth + 1,
-            )
-
-    for child in root.sorted_children():
-        if 100 * child.total / total >= min_percent:
-            walk(child, "", "", None, 1)
+            ))  # fmt: skip
     if not lines:
         lines.append("(no samples with guest frames)")
     return "\n".join(lines)

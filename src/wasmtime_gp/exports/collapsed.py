@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from wasmtime_gp.profile import Frame, Profile
+from wasmtime_gp.profile import Frame, Profile, tallies
 
 
 def _label(frame: Frame, with_module: bool, with_line: bool) -> str:
@@ -20,12 +20,23 @@ def to_collapsed(profile: Profile, with_module: bool | None = None, lines: bool 
 
     With `lines`, frames that have a source line are labelled `function:line`, so a function's lines split.
     """
+    found, _ = tallies(profile.samples)  # each distinct stack once, however many samples it has
     if with_module is None:
-        with_module = len({f.module for s in profile.samples for f in s.stack if not f.is_host}) > 1
-    counts = Counter(
-        ";".join(_label(frame, with_module, lines) for frame in sample.stack)
-        for sample in profile.samples
-        if sample.stack
-    )
+        modules = {
+            t.table.frame[s].module for t in found for s in t.sampled() if not t.table.frame[s].is_host
+        }
+        with_module = len(modules) > 1
+    counts: Counter[str] = Counter()
+    for tally in found:
+        labels: dict[int, str] = {}  # by Frame object: the table shares them between its stacks
+        for stack in tally.sampled():
+            if tally.ends[stack]:
+                names = []
+                for frame in tally.table.frames(stack):
+                    label = labels.get(id(frame))
+                    if label is None:
+                        label = labels[id(frame)] = _label(frame, with_module, lines)
+                    names.append(label)
+                counts[";".join(names)] += tally.ends[stack]
     lines_out = [f"{stack} {count}" for stack, count in sorted(counts.items())]
     return "\n".join(lines_out) + ("\n" if lines_out else "")

@@ -98,11 +98,14 @@ def to_pprof(profile: Profile) -> bytes:
     mappings: dict[str, int] = {}
     functions: dict[tuple[str, str, str | None], int] = {}
     locations: dict[tuple[object, ...], int] = {}  # one location per function and source line
-    sample_locations: list[list[int]] = []
+    by_object: dict[int, int] = {}  # the location of each Frame object: the stacks of a table share them
 
     def location(frame: Frame) -> int:
+        if id(frame) in by_object:
+            return by_object[id(frame)]
         key = (frame.function, frame.module, frame.file, frame.line, frame.column)
         if key in locations:
+            by_object[id(frame)] = locations[key]
             return locations[key]
         if frame.module not in mappings:
             mappings[frame.module] = len(mappings) + 1
@@ -119,19 +122,27 @@ def to_pprof(profile: Profile) -> bytes:
             message.function.add(id=functions[function_key], name=string(frame.function),
                                  system_name=string(frame.function), filename=string(frame.file or frame.module),
                                  start_line=frame.function_line or 0)  # fmt: skip
-        ident = locations[key] = len(locations) + 1
+        ident = locations[key] = by_object[id(frame)] = len(locations) + 1
         entry = message.location.add(id=ident, mapping_id=mappings[frame.module])
         entry.line.add(function_id=functions[function_key], line=frame.line or 0, column=frame.column or 0)
         return ident
 
+    # One pprof sample per distinct stack, its values summed (pprof adds the values of equal stacks anyway):
+    # a deep stack is written once, not once per sample.
+    stacks: dict[tuple[int, int], list[int]] = {}  # (table, stack) -> [samples, CPU ns]
     for sample in profile.samples:
-        if sample.stack:
-            sample_locations.append([location(frame) for frame in reversed(sample.stack)])  # leaf first
-
+        if sample.stack_index >= 0:
+            values = stacks.setdefault((id(sample.table), sample.stack_index), [0, 0])
+            values[0] += 1
+            values[1] += round(sample.cpu_delta * 1e9)
+    tables = {id(sample.table): sample.table for sample in profile.samples}
     labels = [(string(key), string(value)) for key, value in sorted(profile.labels.items())]
-    stacked = (sample for sample in profile.samples if sample.stack)
-    for sample, location_ids in zip(stacked, sample_locations):
-        entry = message.sample.add(location_id=location_ids, value=[1, round(sample.cpu_delta * 1e9)])
+    for (table_id, stack), values in stacks.items():
+        table, location_ids = tables[table_id], []
+        while stack >= 0:  # leaf first
+            location_ids.append(location(table.frame[stack]))
+            stack = table.prefix[stack]
+        entry = message.sample.add(location_id=location_ids, value=values)
         for key, value in labels:
             entry.label.add(key=key, str=value)
     return gzip.compress(message.SerializeToString(), mtime=0)
