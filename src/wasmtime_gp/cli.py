@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,11 +28,15 @@ class CommandError(Exception):
     """A problem to report as one line on stderr with exit code 2."""
 
 
+_DEBUG_HELP = "show the traceback of an unexpected error (to report it)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wasmtime-gp",
         description="Profile WebAssembly guests run by wasmtime-py, and read the profiles.",
     )
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run a module under the profiler and write its profile")
@@ -75,6 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     view.add_argument("--offline", action="store_true", help="open the HTML flame graph instead (no network)")
     view.add_argument("--port", type=int, default=0, help="port for the local server (default: any free one)")
     view.add_argument("--no-browser", action="store_true", help="only print the address")
+    for command in (run, report, convert, merge, view):  # after the command too; SUPPRESS keeps a global one
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
     return parser
 
 
@@ -117,6 +124,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CommandError, GuestProfilerError, OSError) as exc:
         print(f"wasmtime-gp {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"wasmtime-gp {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 (a bug of ours: one line, not a traceback, unless --debug)
+        if args.debug:
+            traceback.print_exc()
+        else:
+            what = (str(exc).strip().splitlines() or [""])[0][:200]
+            print(
+                f"wasmtime-gp {args.command}: internal error: {type(exc).__name__}{': ' + what if what else ''}; "
+                "please report it with the traceback from --debug",
+                file=sys.stderr,
+            )
+        return 1
 
 
 def load_profile(path: Path) -> Profile:

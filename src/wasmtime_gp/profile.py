@@ -594,7 +594,8 @@ def _parse_thread(
 
     stacks = StackTable()
     for prefix, frame in zip(prefixes, stack_frames):
-        if prefix is not None and not 0 <= prefix < len(stacks):  # a prefix always comes before its stack
+        if prefix is not None and not (isinstance(prefix, int) and 0 <= prefix < len(stacks)):
+            # A prefix always comes before its stack: this also rules out cycles.
             raise ValueError(f"stack {len(stacks)} has the prefix {prefix!r}")
         stacks.push(-1 if prefix is None else prefix, frames[frame])
 
@@ -603,7 +604,7 @@ def _parse_thread(
     cpu_deltas = table.get("threadCPUDelta") or [0] * len(times)
     thread_name = str(thread.get("name", "")) if named else ""
     for stack in table["stack"]:
-        if stack is not None and not 0 <= stack < len(stacks):
+        if stack is not None and not (isinstance(stack, int) and 0 <= stack < len(stacks)):
             raise IndexError(f"sample stack {stack!r} is not in the stack table")
     samples = [
         Sample.at(stacks, -1 if stack is None else stack, time / 1000, (delta or 0) * cpu_scale, thread_name)

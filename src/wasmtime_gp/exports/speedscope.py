@@ -1,4 +1,4 @@
-"""speedscope's file format (https://www.speedscope.app/file-format-schema.json): one evented profile.
+"""speedscope's file format (https://www.speedscope.app/file-format-schema.json): evented profiles.
 
 Each sample stands for one interval of guest time, one after the other. Events (open and close a frame) are
 written only where a sample's stack differs from the previous one, so a deep stack that stays put costs its
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 from wasmtime_gp._version import __version__
-from wasmtime_gp.profile import Frame, Profile, StackTable
+from wasmtime_gp.profile import Frame, Profile, Sample, StackTable
 
 
 def _frame(frame: Frame) -> dict[str, object]:
@@ -66,14 +66,25 @@ class _Events:
 
 
 def to_speedscope(profile: Profile) -> str:
+    """One evented profile per thread (a merged profile has several), sharing one frame list."""
     walk = _Events()
-    count = 0
+    threads: dict[str, list[Sample]] = {}
     for sample in profile.samples:
         if sample.stack_index >= 0:
+            threads.setdefault(sample.thread, []).append(sample)
+    profiles = []
+    for thread, samples in threads.items():
+        for count, sample in enumerate(samples):
             walk.move(sample.table, sample.stack_index, count * profile.interval)
-            count += 1
-    end = count * profile.interval
-    walk.move(walk.table, -1, end)
+        end = len(samples) * profile.interval
+        walk.move(walk.table, -1, end)
+        name = f"{profile.name}: {thread}" if thread else profile.name
+        header = {"type": "evented", "name": name, "unit": "seconds", "startValue": 0, "endValue": end}
+        # The events are JSON text already: spliced in, rather than a dict per event.
+        profiles.append(
+            json.dumps(header, ensure_ascii=False)[:-1] + f', "events": [{",".join(walk.events)}]}}'
+        )
+        walk.events.clear()
     document = {
         "$schema": "https://www.speedscope.app/file-format-schema.json",
         "name": profile.name,
@@ -81,8 +92,4 @@ def to_speedscope(profile: Profile) -> str:
         "activeProfileIndex": 0,
         "shared": {"frames": [_frame(frame) for frame in walk.frames]},
     }
-    sampled = {"type": "evented", "name": profile.name, "unit": "seconds", "startValue": 0, "endValue": end}
-    # The events are JSON text already: spliced in, rather than a dict per event.
-    events = "[" + ",".join(walk.events) + "]"
-    profile_json = json.dumps(sampled, ensure_ascii=False)[:-1] + f', "events": {events}}}'
-    return json.dumps(document, ensure_ascii=False)[:-1] + f', "profiles": [{profile_json}]}}'
+    return json.dumps(document, ensure_ascii=False)[:-1] + f', "profiles": [{", ".join(profiles)}]}}'
