@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -38,13 +37,14 @@ def merge_profiles(profiles: Sequence[bytes], names: Sequence[str] | None = None
         raise ProfileFormatError(f"cannot merge profile format versions {sorted(versions, key=str)}")
 
     start = min(d["meta"]["startTime"] for d in documents)
-    merged: dict[str, Any] = copy.deepcopy(documents[0])
+    # The documents were parsed here and nothing else holds them: they are edited in place, not copied.
+    merged: dict[str, Any] = {**documents[0], "meta": dict(documents[0]["meta"])}
     merged["meta"]["startTime"] = start
     merged["meta"]["interval"] = min(d["meta"]["interval"] for d in documents)
     merged["libs"], merged["threads"] = [], []
     seen: dict[str, int] = {}
     for index, document in enumerate(documents):
-        thread = copy.deepcopy(document["threads"][0])
+        thread = document["threads"][0]
         offset = document["meta"]["startTime"] - start  # ms from the merged start to this profile's start
         lib_base = len(merged["libs"])
         merged["libs"] += document["libs"]
