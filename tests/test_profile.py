@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import pytest
 
-from wasmtime_gp import Frame, GuestProfiler, Profile, ProfileFormatError
+from wasmtime_gp import Frame, GuestProfiler, Profile, ProfileFormatError, Sample
 
 DATA = Path(__file__).parent / "data"
 # One real profile per format: fxprof-processed-profile 0.6 (Wasmtime 19-38) and 0.8 (39 and later).
@@ -82,3 +83,63 @@ def test_truncated_profile_is_refused():
         Profile.from_bytes(json.dumps(raw).encode())
     with pytest.raises(ProfileFormatError):
         Profile.from_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        (
+            "prefix",
+            5,
+            "has the prefix 5",
+        ),  # a prefix after its stack: a cycle, or a stack that does not exist yet
+        ("prefix", 1.0, "has the prefix 1.0"),
+        ("stack", 1.5, "not in the stack table"),
+        ("stack", -1, "not in the stack table"),
+    ],
+)
+def test_a_stack_table_out_of_order_or_out_of_range_is_refused(column, value, message):
+    raw = json.loads(FIXTURES[-1].read_bytes())
+    thread = raw["threads"][0]
+    table = thread["stackTable"] if column == "prefix" else thread["samples"]
+    table[column][1 if column == "prefix" else 0] = value
+    with pytest.raises(ProfileFormatError, match=message):
+        Profile.from_bytes(json.dumps(raw).encode())
+
+
+def test_samples_share_their_stack_table_and_build_stacks_on_demand():
+    profile = Profile.load(FIXTURES[-1])
+    hot = [sample for sample in profile.samples if sample.depth == 3]
+    assert len({id(sample.table) for sample in profile.samples}) == 1
+    assert hot[0].stack == (OUTER, MIDDLE, INNER) and hot[0].leaf == INNER
+    assert hot[0].stack is not hot[0].stack  # built at each access: nothing kept per sample
+    with pytest.raises(AttributeError):
+        hot[0].time = 0.0  # type: ignore[misc]
+    # Samples made by hand (as from several profiles) work like read ones: equal stacks are equal samples.
+    made = Sample((OUTER, MIDDLE, INNER), hot[0].time, hot[0].cpu_delta)
+    assert (
+        made == hot[0] and hash(made) == hash(hot[0]) and made != Sample((OUTER,), made.time, made.cpu_delta)
+    )
+    assert pickle.loads(pickle.dumps(made)) == made
+    assert "3 frames, innermost inner [chain]" in repr(made)
+    empty = Sample((), 0.0, 0.0)
+    assert empty.stack == () and empty.leaf is None and empty.depth == 0
+    mixed = Profile("mixed", 0.001, 0.0, 1.0, [made, empty, *profile.samples])
+    assert mixed.top(1)[0].self_samples == len(hot) + 1
+    assert mixed.call_tree().total == len(profile.samples) + 2 and mixed.call_tree().self == 1
+    assert mixed.stack_counts()[(OUTER, MIDDLE, INNER)] == len(hot) + 1 and mixed.stack_counts()[()] == 1
+
+
+def test_recursion_counts_once_per_sample_and_ties_go_to_callers():
+    a, b, c = (Frame(name, "m") for name in "abc")
+    samples = [Sample((a, b, a, b, c), 0.0, 0.0), Sample((a, b, a), 0.1, 0.0), Sample((c,), 0.2, 0.0)]
+    profile = Profile("recursive", 0.1, 0.0, 0.3, samples)
+    rows = {row.frame.function: (row.self_samples, row.total_samples) for row in profile.top(3, by="total")}
+    assert rows == {"a": (1, 2), "b": (0, 2), "c": (2, 2)}
+    assert [row.frame.function for row in profile.top(3, by="total")] == [
+        "a",
+        "c",
+        "b",
+    ]  # a and c: shallowest
+    guest = profile.filter_host("exclude")
+    assert [s.stack for s in guest.samples] == [s.stack for s in samples]
