@@ -3,6 +3,7 @@
     python benchmarks/deep_stacks.py                    # depths 10000 100000, 5 runs each
     python benchmarks/deep_stacks.py --rev HEAD~3       # the Python files of a git revision (the built extension)
     python benchmarks/deep_stacks.py --depths 10000 --reps 3
+    python benchmarks/deep_stacks.py --profiles build/deep --rev HEAD~3   # then again without --rev: same files
 
 The profiles are real: a guest recursing DEPTH frames (`eval` and `apply` calling each other, as an interpreter
 does) and then spinning at the bottom, sampled by GuestProfiler every 1 ms (10,000) or 20 ms (deeper) for
@@ -115,13 +116,12 @@ print(json.dumps(result))
 """
 
 
-def write_profile(depth: int, path: Path) -> int:
-    """Write the profile of about 2 s at the bottom of the recursion; return its sample count."""
+def write_profile(depth: int, path: Path) -> None:
+    """Write the profile of about 2 s at the bottom of the recursion."""
     spins = 1_000_000_000
     interval = 0.001 if depth <= 10_000 else 0.02  # Wasmtime takes about 1 ms per 10,000 frames per sample
     command = [sys.executable, "-c", PROFILE_WRITER, GUEST, str(depth), str(spins), str(interval), str(path)]
     subprocess.run(command, check=True)
-    return len(json.loads(path.read_bytes())["threads"][0]["samples"]["stack"])
 
 
 def package_at(rev: str, directory: Path) -> Path:
@@ -152,20 +152,30 @@ def measure(source: str, operation: str, path: Path) -> dict[str, object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--depths", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--rev", help="measure the Python files of this git revision")
     parser.add_argument("--operations", nargs="+", default=OPERATIONS, choices=OPERATIONS)
+    parser.add_argument(
+        "--profiles", type=Path, help="keep the profiles here, and reuse those found (compare runs)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="deep-stacks-") as temp:
         source = str(package_at(args.rev, Path(temp))) if args.rev else ""
-        print(f"revision: {args.rev or 'working tree'}; {args.reps} runs each; Python {sys.version.split()[0]}")
+        print(
+            f"revision: {args.rev or 'working tree'}; {args.reps} runs each; Python {sys.version.split()[0]}"
+        )
         print(f"{'depth':>7}  {'samples':>7}  {'profile KB':>10}  {'operation':<10}  {'min s':>8}  {'median s':>8}  "
               f"{'peak RSS +MB':>12}")  # fmt: skip
         for depth in args.depths:
-            path = Path(temp) / f"deep{depth}.json"
-            samples = write_profile(depth, path)
+            path = (args.profiles or Path(temp)) / f"deep{depth}.json"
+            if not path.is_file():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_profile(depth, path)
+            samples = len(json.loads(path.read_bytes())["threads"][0]["samples"]["stack"])
             size = path.stat().st_size / 1024
             for operation in args.operations:
                 runs = [measure(source, operation, path) for _ in range(args.reps)]
@@ -176,7 +186,10 @@ def main() -> None:
                     shown = f"{'failed: ' + ', '.join(errors):>18}"
                 else:
                     shown = f"{min(times):8.3f}  {statistics.median(times):8.3f}"
-                print(f"{depth:>7}  {samples:>7}  {size:>10.0f}  {operation:<10}  {shown}  {rss:>12.1f}", flush=True)
+                print(
+                    f"{depth:>7}  {samples:>7}  {size:>10.0f}  {operation:<10}  {shown}  {rss:>12.1f}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -256,6 +256,20 @@ def test_the_html_flame_graph_page_handles_the_depth(deep, tmp_path):
     assert float(out["matched"].split()[1]) >= 50  # the search walked the whole depth to find spin
 
 
+def test_the_html_flame_graph_opens_in_chromium_at_depth(deep, tmp_path):
+    chromium = tools.program("chromium", "chromium-browser", "google-chrome")
+    _, path = deep
+    page = tmp_path / "deep.html"
+    code, _, stderr, _ = _run_measured(["convert", str(path), "--to", "html", "-o", str(page)])
+    assert code == 0, stderr
+    command = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+               "--virtual-time-budget=5000", "--dump-dom", page.as_uri() + "#search=^spin$"]  # fmt: skip
+    dom = subprocess.run(command, capture_output=True, text=True, timeout=180, check=True).stdout
+    assert dom.count('class="frame') > 300 and "more levels" in dom  # drawn, down to the fold
+    matched = re.search(r"matched ([\d.]+) %", dom)  # the search walked down to spin, at the bottom
+    assert matched and float(matched.group(1)) >= 50
+
+
 # Runs the page's script with a minimal DOM (the elements it uses, by id), then zooms, unfolds and searches.
 PAGE_HARNESS = r"""
 const fs = require("fs");
