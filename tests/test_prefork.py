@@ -222,3 +222,44 @@ def test_gunicorn_preload_workers_profile_every_request(tmp_path: Path) -> None:
         samples, top = answer.split()
         assert int(samples) > 0 and top == "inner", (answer, log)
     assert server.returncode == 0, log
+
+
+def test_fork_while_the_rotation_thread_is_inside_a_slow_sink() -> None:
+    # The child inherits the rotation lock held: close() must still return, delivering nothing of the
+    # parent's; a new ContinuousProfiler in the child delivers its own; the parent goes on delivering.
+    result = run_isolated(
+        PRELUDE
+        + """
+import threading
+guest = instantiate(CHAIN)
+in_sink = threading.Event()
+delivered = []
+
+def slow_sink(rotated):
+    delivered.append((os.getpid(), rotated.sample_count))
+    in_sink.set()
+    time.sleep(0.5)  # an HTTP push, say
+
+continuous = ContinuousProfiler(guest.store, [guest.module], sink=slow_sink, interval=0.0005, period=0.05)
+continuous.start()
+threading.Thread(target=guest.call, args=("run", 10**12), daemon=True).start()
+assert in_sink.wait(30)
+pid = os.fork()
+if pid == 0:
+    parent_deliveries = len(delivered)
+    ok = continuous.close(timeout=5) and len(delivered) == parent_deliveries
+    store = wasmtime.Store(guest.engine)
+    run = wasmtime.Instance(store, guest.module, []).exports(store)["run"]
+    with ContinuousProfiler(store, [guest.module], sink=slow_sink, interval=0.0005, period=10) as mine:
+        run(store, 10_000_000)
+    ok = ok and [count > 0 for who, count in delivered[parent_deliveries:]] == [True]
+    os._exit(0 if ok else 3)
+child = wait_child(pid)
+before = len(delivered)
+time.sleep(1.2)
+continuous.close()
+print("child:", child, "parent delivered:", len(delivered) > before)
+""",
+        timeout=90,
+    )
+    assert result.stdout.strip() == "child: 0 parent delivered: True", result.stdout + result.stderr

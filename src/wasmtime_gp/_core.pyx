@@ -414,9 +414,13 @@ cdef class NativeProfiler:
     cdef bint owns_engine
     cdef wasm_engine_t *engine
     cdef list host_calls               # host calls that got samples, until their profile is finished
+    cdef int64_t timeout_left_ns       # what is left of the timeout while stopped (0: none)
+    cdef tuple completed               # finish()'s (JSON, host calls, Wasmtime's samples), kept for any caller
+    cdef str finish_error              # or why Wasmtime could not write the profile
 
     def __cinit__(self, size_t engine_ptr, uint64_t engine_key, size_t store_ptr, bytes process_name,
-                  uint64_t interval_ns, list modules, bint spin_ticker, int64_t ticker_interval_ns):
+                  uint64_t interval_ns, list modules, bint spin_ticker, int64_t ticker_interval_ns,
+                  int64_t timeout_ns):
         if not api_bound:
             raise RuntimeError("the wasmtime C API is not bound")
         cdef _NewArgs args = _NewArgs(engine_ptr, process_name, interval_ns, modules)
@@ -430,6 +434,7 @@ cdef class NativeProfiler:
         with nogil:
             self.sampler.profiler = args.call_new()
         self.host_calls = []
+        self.timeout_left_ns = timeout_ns
         self.engine_key = engine_key
         self.spin_ticker = spin_ticker
         self.ticker_interval_ns = ticker_interval_ns
@@ -461,15 +466,21 @@ cdef class NativeProfiler:
             api.engine_delete(self.engine)
             self.engine = NULL
 
-    def start(self, size_t context_ptr, int64_t timeout_ns=0) -> None:
-        """Begin sampling; the store must not be running a guest on another thread right now.
+    # start(), stop() and finish() run no Python code, so a Python signal handler cannot run in the middle
+    # of one (it runs between bytecodes of the main thread); each is idempotent.
 
-        With `timeout_ns` > 0, the guest traps once that much wall-clock time has passed from now.
+    def start(self, size_t context_ptr) -> bool:
+        """Begin sampling; False if finished (nothing to start). A no-op while running.
+
+        With a timeout left, the guest traps once that much wall-clock time has passed from now.
         """
         cdef Sampler *s = self.sampler
         cdef Subscription *subscription
+        cdef int64_t timeout_ns = self.timeout_left_ns
+        if self.completed is not None or self.finish_error is not None:
+            return False
         if self.subscription != NULL:
-            return
+            return True
         subscription = ticker_subscribe(self.engine_key, self.engine, self.ticker_interval_ns, self.spin_ticker)
         if subscription == NULL:
             raise OSError("could not start the ticker thread")
@@ -488,6 +499,15 @@ cdef class NativeProfiler:
         if self.store_attached:
             # Stopped, the store waited at a far deadline; sample from the next tick on.
             api.context_set_epoch_deadline(<wasmtime_context_t *>context_ptr, 1)
+        return True
+
+    @property
+    def running(self) -> bool:
+        return self.subscription != NULL
+
+    @property
+    def finished(self) -> bool:
+        return self.completed is not None or self.finish_error is not None
 
     def interrupt(self) -> None:
         """Trap the guest at its next epoch check (after taking that sample). Safe from any thread."""
@@ -511,13 +531,12 @@ cdef class NativeProfiler:
             ticker_unsubscribe(self.subscription)  # made in the parent: only freed
             self.subscription = NULL
 
-    def stop(self) -> int:
-        """Stop sampling and leave the ticker; return the timeout left (ns, 0 if none). Any thread."""
+    def stop(self) -> bool:
+        """Stop sampling and leave the ticker, keeping what is left of the timeout; whether it was running."""
         cdef Subscription *subscription = self.subscription
-        cdef int64_t left = 0
         pthread_mutex_lock(&self.sampler.lock)
         if self.sampler.timeout_at_ns != 0:
-            left = max(1, self.sampler.timeout_at_ns - monotonic_ns())
+            self.timeout_left_ns = max(1, self.sampler.timeout_at_ns - monotonic_ns())
         self.sampler.timeout_at_ns = 0
         self.sampler.sampling = False
         self.sampler.subscription = NULL
@@ -528,22 +547,34 @@ cdef class NativeProfiler:
             self.running_ns += monotonic_ns() - self.started_ns
             with nogil:
                 ticker_unsubscribe(subscription)
-        return left
+            return True
+        return False
 
-    def finish(self) -> bytes:
-        """Stop, then hand the wasmtime profiler to wasmtime_guestprofiler_finish; return its JSON."""
+    def finish(self) -> tuple:
+        """Stop, finish the wasmtime profiler; return (its JSON, the host calls anchored in it, Wasmtime's
+        sample count). Kept: every later call returns the same. RuntimeError if Wasmtime failed."""
         cdef wasmtime_guestprofiler_t *p
-        self.stop()
-        pthread_mutex_lock(&self.sampler.lock)
-        p = self.sampler.profiler
-        self.sampler.profiler = NULL
-        pthread_mutex_unlock(&self.sampler.lock)
-        if p == NULL:
-            raise RuntimeError("the profiler was already finished")
-        return finish_profiler(p)
+        if self.completed is None and self.finish_error is None:
+            self.stop()
+            pthread_mutex_lock(&self.sampler.lock)
+            p = self.sampler.profiler
+            self.sampler.profiler = NULL
+            end = self.sampler.samples
+            pthread_mutex_unlock(&self.sampler.lock)
+            if p == NULL:
+                self.finish_error = "the profiler was already finished"
+            else:
+                try:
+                    self.completed = (finish_profiler(p), self.take_host_calls(end), end)
+                except RuntimeError as exc:
+                    self.finish_error = str(exc)
+        if self.finish_error is not None:
+            raise RuntimeError(self.finish_error)
+        return self.completed
 
     def rotate(self, bytes process_name, list modules) -> tuple:
-        """Swap in a new wasmtime profiler and finish the old one; return (its JSON, Wasmtime's samples so far).
+        """Swap in a new wasmtime profiler and finish the old one; return (its JSON, the host calls anchored
+        in it, Wasmtime's samples so far).
 
         The swap happens under the sampler's lock, so every sample lands in exactly one profile.
         Any thread; the modules must be open (the caller checks).
@@ -563,7 +594,7 @@ cdef class NativeProfiler:
         if old == NULL:
             api.guestprofiler_delete(fresh)
             raise RuntimeError("the profiler was already finished")
-        return finish_profiler(old), samples
+        return finish_profiler(old), self.take_host_calls(samples), samples
 
     # -- host calls (see host_calls.py): entered and left on the guest's thread, GIL held
 
@@ -636,7 +667,7 @@ cdef class NativeProfiler:
             api.context_set_epoch_deadline(<wasmtime_context_t *>context_ptr, step - (since - own * step))
         self.host_calls.append((anchor, own + pending, ended - started, name, samples_before))
 
-    def take_host_calls(self, uint64_t before) -> list:
+    cdef list take_host_calls(self, uint64_t before):
         """Remove and return the host calls whose anchor sample has an index below `before`."""
         taken = [call for call in self.host_calls if call[0] < before]
         self.host_calls = [call for call in self.host_calls if call[0] >= before]

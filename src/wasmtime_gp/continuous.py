@@ -7,14 +7,17 @@ finishes the old one, attaches the labels, and hands it to a sink: a callable, o
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import os
+import queue
 import re
 import secrets
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,12 +27,20 @@ from typing import Union
 import wasmtime
 
 from wasmtime_gp import _checks
-from wasmtime_gp._errors import ProfilerTypeError, ProfilerValueError
+from wasmtime_gp._errors import ProfilerStateError, ProfilerTypeError, ProfilerValueError
 from wasmtime_gp.profile import Profile
 from wasmtime_gp.profiler import GuestProfiler, ModulesArg
 
 LABELS_KEY = "wasmtimeGpLabels"  # where labels go in the profile's meta object
 _POLL = 0.05  # at most this many seconds between sample-count checks when max_samples is set
+# How long stop() and close() wait for the sink to take the last slice, and the interpreter's exit waits for
+# every running ContinuousProfiler's last slice, all together: a sink that blocks must not hang either.
+DELIVERY_TIMEOUT = 10.0
+EXIT_TIMEOUT = 5.0
+
+# Every ContinuousProfiler not yet closed: at exit each delivers its last slice; in a forked child each is
+# detached (its samples are the parent's to deliver).
+_open: weakref.WeakSet[ContinuousProfiler] = weakref.WeakSet()
 
 
 def with_labels(data: bytes, labels: Mapping[str, str]) -> bytes:
@@ -136,9 +147,16 @@ class ContinuousProfiler:
         self._sequence = 0
         self._samples_delivered = 0
         self._slice_started = time.time()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._rotation_lock = threading.Lock()
+        self._make_locks()
+        self._rotation: _Rotation | None = None
+        self._closing = False
+        self._inherited = False  # made in the parent of this forked process
+        _open.add(self)
+
+    def _make_locks(self) -> None:
+        # Re-entrant, so that a signal handler on a thread inside one of these methods can call them too.
+        self._control = threading.RLock()  # start, stop, close
+        self._rotation_lock = threading.RLock()  # one rotation at a time
 
     @property
     def profiler(self) -> GuestProfiler:
@@ -150,33 +168,86 @@ class ContinuousProfiler:
         return self._sequence
 
     def start(self) -> None:
-        self._profiler.start()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._rotate_forever, name="wasmtime-gp rotation", daemon=True)
-        self._thread.start()
+        """Start sampling, and the thread that rotates and delivers."""
+        with self._control:
+            if self._inherited:
+                raise ProfilerStateError(
+                    "this ContinuousProfiler was made before fork(): its samples are the parent's to deliver; "
+                    "make a new one in this process"
+                )
+            if self._closing:
+                raise ProfilerStateError("cannot start(): the ContinuousProfiler is closed")
+            before = self._rotation
+            self._profiler.start()
+            rotation = _Rotation(self._rotate_until)
+            if self._rotation is not before or self._closing or not self._profiler.running:
+                rotation.request_stop()  # a signal handler started, stopped or closed it meanwhile: that stands
+                return
+            self._rotation = rotation
 
-    def stop(self) -> None:
-        """Stop sampling and the rotation thread; deliver what was sampled since the last rotation."""
-        if self._thread is None:
-            return
-        self._stop.set()
-        self._thread.join()
-        self._thread = None
-        self._profiler.stop()
-        self.rotate()
+    def stop(self, timeout: float = DELIVERY_TIMEOUT) -> bool:
+        """Stop sampling now, and deliver what was sampled since the last rotation.
 
-    def close(self) -> None:
-        """Stop, then end the profiler; nothing more is delivered."""
-        self.stop()
-        if not self._profiler.finished:
-            self._profiler.finish()
+        The rotation thread delivers it; this waits for it at most `timeout` seconds. Returns whether
+        everything was delivered in time (if not, one warning says so, and the thread may still finish).
+        """
+        with self._control:
+            self._profiler.stop()
+            rotation = self._rotation
+            if rotation is None:
+                return True
+            rotation.request_stop()
+            if self._rotation_lock._is_owned() or self._profiler._lock._is_owned():  # type: ignore[attr-defined]
+                # A signal handler, on a thread inside rotate() or a method of the profiler: waiting would
+                # deadlock, since the rotation thread needs that lock. It delivers once this thread goes on.
+                return False
+            if not rotation.wait(timeout):
+                warnings.warn(
+                    f"wasmtime-gp: the profile sink did not return within {timeout:g} s; the last slice "
+                    f"({self._profiler.sample_count - self._samples_delivered} samples) may not be delivered",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                return False
+            if self._rotation is rotation:
+                self._rotation = None
+            return True
+
+    def close(self, timeout: float = DELIVERY_TIMEOUT) -> bool:
+        """Stop (delivering the last slice, waiting at most `timeout` s), then end the profiler.
+
+        Returns whether the last slice was delivered in time; if not, the rotation thread ends the
+        profiler once the sink returns.
+        """
+        with self._control:
+            self._closing = True
+            _open.discard(self)
+            delivered = self.stop(timeout)
+            if delivered:
+                self._finish_profiler()
+            return delivered
+
+    def _finish_profiler(self) -> None:
+        try:
+            if not self._profiler.finished:
+                self._profiler.finish()
+        except ProfilerStateError:
+            pass  # finished meanwhile, by the other of close() and the rotation thread
 
     def rotate(self) -> None:
         """Finish the current slice now and hand it to the sink (also called by the rotation thread)."""
-        with self._rotation_lock:
+        # A signal handler on a thread inside a method of the profiler must not wait for the rotation thread,
+        # which may be waiting for that method to return.
+        if not self._rotation_lock.acquire(blocking=not self._profiler._lock._is_owned()):  # type: ignore[attr-defined]
+            raise ProfilerStateError("cannot rotate() now: another thread is rotating; try again")
+        try:
             self._rotate_locked()
+        finally:
+            self._rotation_lock.release()
 
     def _rotate_locked(self) -> None:
+        if self._inherited:
+            return  # the parent delivers these samples
         data, sample_count = self._profiler._rotate()
         ended = time.time()
         rotated = RotatedProfile(
@@ -196,23 +267,39 @@ class ContinuousProfiler:
             self.sink_errors.append(exc)
             warnings.warn(f"wasmtime-gp: the profile sink failed: {exc!r}", RuntimeWarning, stacklevel=2)
 
-    def _rotate_forever(self) -> None:
+    def _rotate_until(self, stop: queue.SimpleQueue[None]) -> None:
+        """The rotation thread: rotate when due, and once stopped, deliver the last slice."""
         last = time.monotonic()
         if self.max_samples is not None:  # check often enough to overshoot by a quarter at most
             wait: float | None = max(0.001, min(_POLL, self.max_samples * self._profiler.interval / 4))
         else:
             wait = self.period
-        while not self._stop.wait(wait):
+        while not _stopped(stop, wait):
             due = self.period is not None and time.monotonic() - last >= self.period
             full = (
                 self.max_samples is not None
                 and self._profiler.sample_count - self._samples_delivered >= self.max_samples
             )
             if due or full:
-                self.rotate()
+                self._rotate_unless_finished()
                 last = time.monotonic()
             if self.period is not None and self.max_samples is None:
                 wait = max(0.0, self.period - (time.monotonic() - last))
+        self._rotate_unless_finished()
+        if self._closing:  # close() may have stopped waiting for us
+            self._finish_profiler()
+
+    def _rotate_unless_finished(self) -> None:
+        try:
+            self.rotate()
+        except ProfilerStateError:
+            pass  # closed meanwhile (a timed-out close, or a signal handler): nothing left to deliver
+
+    def _after_fork_in_child(self) -> None:
+        """The rotation thread did not survive the fork, and its locks may have been held there."""
+        self._make_locks()
+        self._rotation = None
+        self._inherited = True
 
     def __enter__(self) -> ContinuousProfiler:
         self.start()
@@ -225,3 +312,63 @@ class ContinuousProfiler:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class _Rotation:
+    """The rotation thread, told to stop and waited for with SimpleQueues, whose put() and get() a signal
+    handler may call on a thread already inside one of them (threading.Event.set() and Thread.join()
+    would deadlock there)."""
+
+    def __init__(self, target: Callable[[queue.SimpleQueue[None]], None]) -> None:
+        self._stop_requests: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self.finished = False
+        self._target = target
+        threading.Thread(target=self._run, name="wasmtime-gp rotation", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self._target(self._stop_requests)
+        finally:
+            self.finished = True  # before put(): a waiter between its get() and put() sees this
+            self._done.put(None)
+
+    def request_stop(self) -> None:
+        self._stop_requests.put(None)
+
+    def wait(self, timeout: float) -> bool:
+        """Wait for the thread to end, at most `timeout` seconds; whether it did."""
+        if self.finished:
+            return True
+        try:
+            self._done.get(timeout=max(0.0, timeout))
+        except queue.Empty:
+            return False
+        self._done.put(None)  # for any other waiter
+        return True
+
+
+def _stopped(stop: queue.SimpleQueue[None], timeout: float | None) -> bool:
+    """Wait up to `timeout` seconds (None: for ever) for a stop request."""
+    try:
+        stop.get(timeout=timeout)
+    except queue.Empty:
+        return False
+    return True
+
+
+def _after_fork_in_child() -> None:
+    for continuous in list(_open):
+        continuous._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+@atexit.register
+def _deliver_the_last_slices() -> None:
+    """At interpreter exit, every running ContinuousProfiler delivers its last slice: EXIT_TIMEOUT s in all."""
+    deadline = time.monotonic() + EXIT_TIMEOUT
+    for continuous in list(_open):
+        if not continuous._inherited:
+            continuous.close(timeout=max(0.0, deadline - time.monotonic()))

@@ -45,7 +45,7 @@ STARVATION_MIN_RUNNING = 0.25  # seconds
 
 # Stores that have an unfinished profiler, by store address: a store has one epoch callback.
 _profilers_by_store: weakref.WeakValueDictionary[int, GuestProfiler] = weakref.WeakValueDictionary()
-_registry_lock = threading.Lock()
+_registry_lock = threading.RLock()  # re-entrant: a signal handler may make a profiler while we do
 
 
 def _check_interval(interval: object) -> float:
@@ -131,7 +131,7 @@ class GuestProfiler:
         if not isinstance(store, wasmtime.Store):
             raise ProfilerTypeError(f"store must be a wasmtime.Store, not {type(store).__name__}")
         self._interval = _check_interval(interval)
-        self._timeout_left_ns = 0 if timeout is None else round(_check_timeout(timeout) * 1e9)
+        timeout_ns = 0 if timeout is None else round(_check_timeout(timeout) * 1e9)
         named = _named_modules(modules)
         process_name = named[0][0] if name is None else _checks.utf8(name, "name")
         store_address = _wasmtime_py.store_address(store)
@@ -152,13 +152,14 @@ class GuestProfiler:
             {module_name.decode(): module for module_name, module in named}, debug_info or {}, WASMTIME_MAJOR
         )
         self._process_name = process_name
-        self._running = False
-        self._finished = False
         self._warned_starved = False
         self._result: bytes | None = None
         self._first_sample = 0  # index, among all of Wasmtime's samples, of the current profile's first
         self._context = _wasmtime_py.context_address(store)
-        self._lock = threading.Lock()
+        # Re-entrant: a signal handler may call any method while this thread is inside another. The state
+        # lives in the native half, whose start/stop/finish each run no Python code (see _core.pyx), so a
+        # handler can only run between them and always finds a consistent state.
+        self._lock = threading.RLock()
         with _registry_lock:
             current = _profilers_by_store.get(store_address)
             if current is not None and current._attached_to(store):
@@ -174,6 +175,7 @@ class GuestProfiler:
                 round(self._interval * 1e9),
                 [(module_name, _wasmtime_py.module_address(m)) for module_name, m in named],
                 *self._ticker_plan(),
+                timeout_ns,
             )
             _profilers_by_store[store_address] = self
         if not _core.can_clone_engine():
@@ -195,7 +197,7 @@ class GuestProfiler:
         return False, round(max(self._interval, SINGLE_CPU_MIN_TICK) * 1e9)
 
     def _attached_to(self, store: wasmtime.Store) -> bool:
-        return self._store is store and not self._finished and self._native.store_attached
+        return self._store is store and not self._native.finished and self._native.store_attached
 
     # -- state ---------------------------------------------------------------------------
 
@@ -221,11 +223,11 @@ class GuestProfiler:
 
     @property
     def running(self) -> bool:
-        return self._running
+        return bool(self._native.running)
 
     @property
     def finished(self) -> bool:
-        return self._finished
+        return bool(self._native.finished)
 
     def _require_engine(self) -> None:
         """Wasmtime < 24: our native side borrows wasmtime-py's engine pointer, so it must be open."""
@@ -233,7 +235,7 @@ class GuestProfiler:
             _wasmtime_py.engine_address(self._engine)  # a closed engine raises ClosedObjectError
 
     def _require_unfinished(self, action: str) -> None:
-        if self._finished:
+        if self._native.finished:
             raise ProfilerStateError(f"cannot {action}: the profiler is finished")
 
     # -- control -------------------------------------------------------------------------
@@ -243,11 +245,11 @@ class GuestProfiler:
         with self._lock:
             self._stop_native()
 
-    def _stop_running(self) -> None:
-        """Stop sampling if running (lock held), and warn if the ticker starved meanwhile."""
-        if self._running:
-            self._stop_native()
-            self._warn_if_starved()
+    def _stop_native(self) -> bool:
+        """Stop sampling (lock held); whether it was running. What is left of a timeout is kept natively."""
+        if host_calls.running.get(self._context) is self._native:
+            host_calls.running.pop(self._context, None)  # a signal handler may have removed it meanwhile
+        return bool(self._native.stop())
 
     def _require_store(self) -> None:
         if not self._native.store_attached:
@@ -256,28 +258,20 @@ class GuestProfiler:
                 "callback was set on it"
             )
 
-    def _stop_native(self) -> None:
-        """Stop sampling (lock held); keep what is left of the timeout for the next start()."""
-        if host_calls.running.get(self._context) is self._native:
-            del host_calls.running[self._context]
-        left = self._native.stop()
-        if self._timeout_left_ns:
-            self._timeout_left_ns = left
-        self._running = False
-
     def start(self) -> None:
         """Start (or resume) sampling. Call it on a thread where the store is not running a guest."""
         with self._lock:
             self._require_unfinished("start()")
-            if self._running:
+            if self._native.running:
                 raise ProfilerStateError("the profiler is already running")
             self._require_engine()
             self._require_store()
             if self.timed_out:
                 raise ProfilerStateError("the timeout was reached: finish() this profiler")
-            self._native.start(self._context, self._timeout_left_ns)
             host_calls.running[self._context] = self._native
-            self._running = True
+            if not self._native.start(self._context):  # finished meanwhile, by a signal handler
+                self._stop_native()
+                raise ProfilerStateError("cannot start(): the profiler was finished meanwhile")
 
     def interrupt(self) -> None:
         """Make the guest trap at its next epoch check; safe from any thread. Samples taken are kept.
@@ -293,9 +287,10 @@ class GuestProfiler:
             self._native.interrupt()
 
     def stop(self) -> None:
-        """Stop sampling; idempotent, safe from any thread, and a no-op once finished."""
+        """Stop sampling; idempotent, safe from any thread (and from a signal handler), a no-op once finished."""
         with self._lock:
-            self._stop_running()
+            if self._stop_native():
+                self._warn_if_starved()
 
     def _warn_if_starved(self) -> None:
         """Warn once if the ticker managed under half the ticks asked for: it could not get a CPU in time."""
@@ -320,21 +315,34 @@ class GuestProfiler:
     def finish(self) -> bytes:
         """Stop, and return the profile as Firefox Profiler JSON. Ends the profiler."""
         with self._lock:
-            self._require_unfinished("finish()")
-            self._stop_running()
-            self._finished = True
+            if self._result is not None:
+                raise ProfilerStateError("cannot finish(): the profiler is finished")
+            return self._completed_profile()
+
+    def _completed_profile(self) -> bytes:
+        """Finish if needed (lock held) and return the whole profile; the same bytes to every caller.
+
+        A signal handler calling finish() or profile() while this thread is inside finish() completes the
+        profile itself, from what the native half kept.
+        """
+        if self._result is None:
+            if self._stop_native():
+                self._warn_if_starved()
             try:
-                data = bytes(self._native.finish())
+                data, calls, end = self._native.finish()
             except RuntimeError as exc:
                 raise GuestProfilerError(f"Wasmtime could not write the profile: {exc}") from None
-            self._result, _ = self._completed(data, self._native.wasmtime_sample_count)
-            return self._result
+            result, _ = self._completed(bytes(data), calls, self._first_sample, end)
+            if self._result is None:
+                self._result = result
+        return self._result
 
-    def _completed(self, data: bytes, end: int) -> tuple[bytes, int]:
+    def _completed(
+        self, data: bytes, host_calls_in_it: list[tuple[int, int, int, str, int]], first: int, end: int
+    ) -> tuple[bytes, int]:
         """Write in what Wasmtime could not: the host calls anchored in this profile (which holds Wasmtime's
-        samples up to `end`) and source lines. Return the profile and its sample count."""
-        first, self._first_sample = self._first_sample, end
-        calls = [_host_frames.HostCall(*call) for call in self._native.take_host_calls(end)]
+        samples `first` to `end`) and source lines. Return the profile and its sample count."""
+        calls = [_host_frames.HostCall(*call) for call in host_calls_in_it]
         if not calls and not self._debug_info:
             return data, end - first
         raw = json.loads(data)
@@ -352,18 +360,20 @@ class GuestProfiler:
             self._require_unfinished("rotate")
             modules = [(name, _wasmtime_py.module_address(module)) for name, module in self._named]
             try:
-                data, end = self._native.rotate(self._process_name, modules)
+                data, calls, end = self._native.rotate(self._process_name, modules)
             except RuntimeError as exc:
                 raise GuestProfilerError(f"Wasmtime could not write the profile: {exc}") from None
-            return self._completed(bytes(data), int(end))
+            first, self._first_sample = self._first_sample, int(end)
+            return self._completed(bytes(data), calls, first, int(end))
 
     def profile(self) -> Profile:
         """The profile as a `Profile`: finishes the profiler first if it is not finished yet."""
-        if not self._finished:
-            self.finish()
-        if self._result is None:
-            raise ProfilerStateError("the profiler finished without a profile (Wasmtime failed to write it)")
-        return Profile.from_bytes(self._result)
+        with self._lock:
+            try:
+                data = self._completed_profile()
+            except GuestProfilerError as exc:
+                raise ProfilerStateError(f"the profiler finished without a profile ({exc})") from None
+        return Profile.from_bytes(data)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Finish, then write the profile to `path` atomically; return the path."""
@@ -407,10 +417,10 @@ class GuestProfiler:
         native, context = getattr(self, "_native", None), getattr(self, "_context", None)
         running = host_calls.running
         if native is not None and running.get(context) is native:  # type: ignore[arg-type]
-            del running[context]  # type: ignore[arg-type]
+            running.pop(context, None)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
-        state = "finished" if self._finished else "running" if self._running else "stopped"
+        state = "finished" if self.finished else "running" if self.running else "stopped"
         return f"<GuestProfiler {state} interval={self._interval:g}s samples={self.sample_count}>"
 
 
@@ -420,12 +430,11 @@ def _after_fork_in_child() -> None:
     They keep their samples and can be finished, or started again (sampling the child's own run).
     """
     global _registry_lock
-    _registry_lock = threading.Lock()
+    _registry_lock = threading.RLock()
     host_calls.running.clear()
     for profiler in list(_profilers_by_store.values()):
-        profiler._lock = threading.Lock()
+        profiler._lock = threading.RLock()
         profiler._native.after_fork_in_child()
-        profiler._running = False
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
