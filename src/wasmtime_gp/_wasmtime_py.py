@@ -108,6 +108,15 @@ def engine_serial(engine: wasmtime.Engine) -> int:
     return serial
 
 
+def is_component(obj: object) -> bool:
+    """Whether `obj` is a `wasmtime.component.Component` (older wasmtime-py has no `wasmtime.component`)."""
+    try:
+        from wasmtime.component import Component
+    except ImportError:
+        return False
+    return isinstance(obj, Component)
+
+
 def store_engine(store: wasmtime.Store) -> wasmtime.Engine:
     """The Engine a Store was created with (wasmtime-py keeps it as `store.engine`)."""
     engine: wasmtime.Engine = store.engine

@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Union
+from typing import Any, Union
 
 import wasmtime
 
@@ -42,6 +42,10 @@ SINGLE_CPU_MIN_TICK = 50e-6
 # Starvation is a sustained state: a short run can lose a few ms to a page fault or a scheduler hiccup.
 STARVATION_MIN_TICKS = 100
 STARVATION_MIN_RUNNING = 0.25  # seconds
+# Nearly every sample without a frame means the listed modules are not the running ones; a few empty ones are
+# normal (a sample taken as the guest enters or leaves).
+FRAMELESS_MIN_SAMPLES = 20
+FRAMELESS_SHARE = 0.9
 
 # Stores that have an unfinished profiler, by store address: a store has one epoch callback.
 _profilers_by_store: weakref.WeakValueDictionary[int, GuestProfiler] = weakref.WeakValueDictionary()
@@ -72,8 +76,19 @@ def _check_timeout(timeout: object) -> float:
     return float(timeout)
 
 
+def _refuse_component(candidate: object) -> None:
+    if _wasmtime_py.is_component(candidate):
+        raise ProfilerTypeError(
+            "wasmtime-gp cannot profile a wasmtime.component.Component: Wasmtime's C API has no guest-profiler "
+            "entry point for components (Rust has GuestProfiler::new_component; the C API has no equivalent "
+            "and no way to reach a component's core modules), so no binding can profile them today; profile a "
+            "core wasmtime.Module"
+        )
+
+
 def _named_modules(modules: object) -> list[tuple[bytes, wasmtime.Module]]:
     """Normalise the `modules` argument to (UTF-8 name, Module) pairs."""
+    _refuse_component(modules)
     if isinstance(modules, Mapping):
         items: list[object] = list(modules.items())
     elif isinstance(modules, (str, bytes)) or not isinstance(modules, Sequence):
@@ -90,6 +105,7 @@ def _named_modules(modules: object) -> list[tuple[bytes, wasmtime.Module]]:
         )
     named = []
     for index, item in enumerate(items):
+        _refuse_component(item[1] if isinstance(item, tuple) and len(item) == 2 else item)
         if isinstance(item, wasmtime.Module):
             _wasmtime_py.module_address(item)  # a closed module raises ClosedObjectError here
             name, module = _module_names.module_name(item) or f"module{index}", item
@@ -153,6 +169,7 @@ class GuestProfiler:
         )
         self._process_name = process_name
         self._warned_starved = False
+        self._warned_frameless = False
         self._result: bytes | None = None
         self._first_sample = 0  # index, among all of Wasmtime's samples, of the current profile's first
         self._context = _wasmtime_py.context_address(store)
@@ -312,6 +329,25 @@ class GuestProfiler:
             stacklevel=3,
         )
 
+    def _warn_if_frameless(self, raw: dict[str, Any]) -> None:
+        """Warn once if nearly every sample has no frame: the listed modules are not the ones running."""
+        stacks = [stack for thread in raw.get("threads", []) for stack in thread["samples"]["stack"]]
+        empty = stacks.count(None)
+        if (
+            self._warned_frameless
+            or len(stacks) < FRAMELESS_MIN_SAMPLES
+            or empty < FRAMELESS_SHARE * len(stacks)
+        ):
+            return
+        self._warned_frameless = True
+        warnings.warn(
+            f"wasmtime-gp: {empty} of {len(stacks)} samples have no frame: the modules given to the profiler "
+            "are not the ones the store runs. Pass the very Module objects that were instantiated (the same "
+            "source compiled again is another module; a component's core modules cannot be listed).",
+            RuntimeWarning,
+            stacklevel=5,
+        )
+
     def finish(self) -> bytes:
         """Stop, and return the profile as Firefox Profiler JSON. Ends the profiler."""
         with self._lock:
@@ -343,9 +379,10 @@ class GuestProfiler:
         """Write in what Wasmtime could not: the host calls anchored in this profile (which holds Wasmtime's
         samples `first` to `end`) and source lines. Return the profile and its sample count."""
         calls = [_host_frames.HostCall(*call) for call in host_calls_in_it]
+        raw = json.loads(data)
+        self._warn_if_frameless(raw)
         if not calls and not self._debug_info:
             return data, end - first
-        raw = json.loads(data)
         count = _host_frames.splice(raw, calls, first) if calls else end - first
         if self._debug_info:
             _source_lines.add_source_lines(raw, self._debug_info.modules())
