@@ -145,7 +145,8 @@ class ContinuousProfiler:
         self.max_samples = max_samples
         self.sink_errors: list[BaseException] = []
         self._sequence = 0
-        self._samples_delivered = 0
+        self._samples_delivered = 0  # in slices rotated out
+        self._samples_sunk = 0  # in slices the sink returned from
         self._slice_started = time.time()
         self._make_locks()
         self._rotation: _Rotation | None = None
@@ -203,8 +204,8 @@ class ContinuousProfiler:
                 return False
             if not rotation.wait(timeout):
                 warnings.warn(
-                    f"wasmtime-gp: the profile sink did not return within {timeout:g} s; the last slice "
-                    f"({self._profiler.sample_count - self._samples_delivered} samples) may not be delivered",
+                    f"wasmtime-gp: the profile sink did not return within {timeout:.3g} s: "
+                    f"{self._profiler.sample_count - self._samples_sunk} samples may not be delivered",
                     RuntimeWarning,
                     stacklevel=2,
                 )
@@ -263,6 +264,7 @@ class ContinuousProfiler:
         self._slice_started = ended
         try:
             self._sink(rotated)
+            self._samples_sunk += sample_count
         except Exception as exc:  # noqa: BLE001 (a failing sink must not stop profiling)
             self.sink_errors.append(exc)
             warnings.warn(f"wasmtime-gp: the profile sink failed: {exc!r}", RuntimeWarning, stacklevel=2)
