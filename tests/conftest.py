@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -56,13 +57,17 @@ _spins_per_second: list[float] = []
 
 @pytest.fixture
 def spins_for() -> Callable[[float], int]:
-    """Inner-loop iterations of CHAIN that take about `seconds` here (calibrated once per session)."""
+    """Inner-loop iterations of CHAIN that take about `seconds` of CPU here (calibrated once per session).
+
+    Calibrated by the thread's CPU time, not the wall clock: on a loaded machine a calibration by wall-clock
+    time comes out low (the guest waited for a CPU), and every run sized by it too short to mean much.
+    """
     if not _spins_per_second:
         guest = instantiate(CHAIN)
         spins = 20_000_000
-        started = time.perf_counter()
+        started = time.thread_time()
         guest.call("run", spins)
-        _spins_per_second.append(spins / (time.perf_counter() - started))
+        _spins_per_second.append(spins / max(time.thread_time() - started, 1e-3))
 
     def spins(seconds: float) -> int:
         return max(1, int(_spins_per_second[0] * seconds))
@@ -136,3 +141,74 @@ def native_thread_count(expected: int | None = None, timeout: float = 2.0) -> in
         time.sleep(0.01)
         count = len(os.listdir("/proc/self/task"))
     return count
+
+
+# ---- bounds for timing-sensitive tests, derived from what a run measured rather than from nominal rates
+#
+# A loaded machine (a shared CI runner) starves the ticker thread, which then delivers fewer ticks than
+# intervals, and the guest's thread, which then takes one sample for all the ticks that came while it waited
+# for a CPU. Neither says anything about the profiler. What must hold whatever the scheduler does: the clock
+# never ticks ahead of the wall clock, a sample needs a tick (`step` of them for a profiler whose interval is a
+# multiple of its engine's), and ticks that come while the guest runs become samples.
+
+
+def ticks_seen(profiler: Any) -> int:
+    """Ticks of the engine's clock while `profiler` ran, counted at each stop(): what the ticker managed."""
+    return int(profiler._native.ticks_seen)
+
+
+def running_time(profiler: Any) -> float:
+    """Seconds `profiler` ran (start() to stop(), summed), by its own clock."""
+    return int(profiler._native.running_ns) / 1e9
+
+
+def thread_cpu_time(thread: threading.Thread) -> float:
+    """CPU seconds `thread` (alive) has used so far, read from any thread."""
+    assert thread.ident is not None
+    return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+
+
+@dataclass
+class Progress:
+    """A stopped profiler's counters at some point, to bound what a later run adds."""
+
+    samples: int = 0
+    ticks: int = 0
+    running: float = 0.0
+
+    @classmethod
+    def of(cls, profiler: Any) -> Progress:
+        return cls(profiler.sample_count, ticks_seen(profiler), running_time(profiler))
+
+
+def sample_bounds(
+    profiler: Any, guest_cpu: float, clock: float | None = None, since: Progress | None = None
+) -> tuple[float, int]:
+    """(fewest, most) samples a stopped profiler may have taken, from the ticks it saw and the CPU the guest got.
+
+    `guest_cpu`: CPU seconds the guest's thread used while the profiler ran (since `since`), measured by the
+    test; `clock`: the interval the engine's clock ticks at, when a finer profiler on the engine sets it. At
+    most one sample per `step` ticks (its interval in ticks of the clock), plus the first; at least half of
+    the ticks that came while the guest's thread was on a CPU (a share `guest_cpu / running time` of them,
+    ticks arriving independently of the guest).
+    """
+    since = since or Progress()
+    ticks, running = ticks_seen(profiler) - since.ticks, running_time(profiler) - since.running
+    clock = clock or profiler._native.ticker_interval_ns / 1e9
+    step = max(1, round(profiler.interval / clock))
+    assert ticks <= running / clock + 2, f"{ticks} ticks in {running:.3f} s: the clock ran ahead of {clock}"
+    on_cpu = min(1.0, guest_cpu / running) if running > 0 else 0.0
+    return 0.5 * ticks / step * on_cpu - 2, ticks // step + 2
+
+
+def assert_sample_count_fits(
+    profiler: Any, guest_cpu: float, clock: float | None = None, since: Progress | None = None
+) -> None:
+    """The samples the profiler took (since `since`) lie within sample_bounds()."""
+    since = since or Progress()
+    count = profiler.sample_count - since.samples
+    low, high = sample_bounds(profiler, guest_cpu, clock, since)
+    assert low <= count <= high, (
+        f"{count} samples, expected {low:.0f} to {high}: {ticks_seen(profiler) - since.ticks} ticks in "
+        f"{running_time(profiler) - since.running:.3f} s, the guest on a CPU for {guest_cpu:.3f} s"
+    )
