@@ -200,7 +200,7 @@ def test_host_frames_and_their_markers(firefox, tmp_path, spins_for):
 
     session = firefox.load(path)
     (rows,) = check_threads(session, profile).values()
-    slow = rows[f"{HOST_MODULE}![host] env.slow"]  # the resource, then the function
+    slow = rows["host![host] env.slow"]  # the resource, then the function: readable
     assert slow["name"] == "[host] env.slow" and slow["library"] == HOST_MODULE
     assert slow["selfSamples"] > 0
     assert {"app!reenter", f"{HOST_MODULE}![host] env.call_back", "app!inner"} <= set(rows)

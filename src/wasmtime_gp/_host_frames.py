@@ -16,9 +16,8 @@ import bisect
 from typing import Any, NamedTuple
 
 from wasmtime_gp._fxprof import ThreadTables, append_row
-from wasmtime_gp.profile import HOST_MODULE  # the "module" (resource) of every host frame
+from wasmtime_gp.profile import HOST_MODULE, HOST_PREFIX  # the resource and name prefix of every host frame
 
-HOST_PREFIX = "[host] "
 HOST_CATEGORY = {"name": "Host", "color": "orange", "subcategories": ["Other"]}
 MARKER_TYPE = "HostCall"
 # preprocessedProfileVersion 55 renamed markerSchema's `data` to `fields`.

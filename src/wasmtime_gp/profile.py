@@ -17,7 +17,11 @@ from typing import Any, Literal
 
 from wasmtime_gp._errors import ProfileFormatError
 
-HOST_MODULE = "[host]"  # the module of the frames host_calls adds: `[host] <module>.<name>`
+# The module (the Firefox profile's resource) of the frames host_calls adds, named `[host] <module>.<name>`:
+# "host" reads well where the Firefox Profiler writes `resource!function`; files written before say "[host]".
+HOST_MODULE = "host"
+HOST_PREFIX = "[host] "
+_HOST_MODULES = (HOST_MODULE, "[host]")
 
 HostFilter = Literal["include", "exclude", "only"]
 
@@ -42,7 +46,8 @@ class Frame:
 
     @property
     def is_host(self) -> bool:
-        return self.module == HOST_MODULE
+        """A host function the guest called (wrapped with host_calls), not a wasm function."""
+        return self.module in _HOST_MODULES and self.function.startswith(HOST_PREFIX)
 
     def __str__(self) -> str:
         return self.function if self.is_host else f"{self.function} [{self.module}]"
