@@ -31,11 +31,16 @@ def guest():
 '''
 
 PROFILED_TESTS = """
+import time
+
 @pytest.mark.parametrize("size", ["small", "a/b c"])
 def test_chain(wasm_profiler, size):
     store, module, run = guest()
     with wasm_profiler(store, [module]) as profiler:
-        run(30_000_000)
+        # Until there are samples: on a loaded machine the ticker may get no CPU during one short run.
+        deadline = time.monotonic() + 30
+        while profiler.sample_count < 5 and time.monotonic() < deadline:
+            run(30_000_000)
     assert profiler.profile().top(1)[0].frame.function == "inner"
 """
 

@@ -113,9 +113,11 @@ cdef void *ticker_main(void *arg) noexcept nogil:
         clock = clocks
         while clock != NULL:
             if clock.next_tick_ns <= now:
+                # Counted before the epoch moves: a callback woken by this tick must read it, or a host
+                # call starting just after would count the same tick again.
+                gp_add_u64(&clock.ticks, 1)
                 increment_epoch(clock.engine)
                 interval = clock.interval_ns
-                gp_add_u64(&clock.ticks, 1)
                 clock.next_tick_ns += interval
                 # After a stall (suspend, overload) skip the missed ticks instead of bursting them.
                 if clock.next_tick_ns + interval < now:
