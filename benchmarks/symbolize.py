@@ -19,8 +19,9 @@ from pathlib import Path
 
 import wasmtime
 
-from wasmtime_gp import GuestProfiler, Profile, _source_lines
+from wasmtime_gp import GuestProfiler, Profile
 from wasmtime_gp._abi import WASMTIME_MAJOR
+from wasmtime_gp._symbols import lines as _source_lines
 
 HERE = Path(__file__).resolve().parent
 PROGRAMS = HERE / "build" / "programs"

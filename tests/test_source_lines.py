@@ -13,8 +13,9 @@ import tools
 import wasmtime
 from conftest import make_engine
 
-from wasmtime_gp import GuestProfiler, Profile, ProfilerTypeError, ProfilerValueError, _source_lines
+from wasmtime_gp import GuestProfiler, Profile, ProfilerTypeError, ProfilerValueError
 from wasmtime_gp._abi import WASMTIME_MAJOR
+from wasmtime_gp._symbols import lines as _source_lines
 from wasmtime_gp.cli import main
 from wasmtime_gp.exports import to_collapsed, to_speedscope
 from wasmtime_gp.exports.pprof import _profile_class, to_pprof
@@ -221,8 +222,8 @@ def test_corrupt_dwarf_is_a_notice_never_a_crash(programs):
     hypothesis = pytest.importorskip("hypothesis")
     from hypothesis import strategies as st
 
-    from wasmtime_gp._artifact import MalformedArtifact
-    from wasmtime_gp._dwarf import ModuleDwarf, wasm_sections
+    from wasmtime_gp._symbols.artifact import MalformedArtifact
+    from wasmtime_gp._symbols.dwarf import ModuleDwarf, wasm_sections
 
     wasm = programs["debug"].read_bytes()
     _, custom = wasm_sections(wasm)

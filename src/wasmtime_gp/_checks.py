@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import wasmtime
 
-from wasmtime_gp import _artifact, _core, _wasmtime_py
+from wasmtime_gp import _core, _wasmtime_py
 from wasmtime_gp._abi import ENGINE_FIRST_MAJOR, MULTI_MODULE_MAJOR, WASMTIME_MAJOR
 from wasmtime_gp._errors import (
     EngineConfigError,
@@ -17,6 +17,7 @@ from wasmtime_gp._errors import (
     ProfilerTypeError,
     ProfilerValueError,
 )
+from wasmtime_gp._symbols import artifact as _artifact
 
 # Wasmtime's words when a compiled module's settings and the engine's disagree about epoch interruption
 # (the same from 19 to 50): the first says the engine has it, the second that it does not.

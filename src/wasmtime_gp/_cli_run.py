@@ -12,7 +12,7 @@ from typing import Any
 import wasmtime
 
 from wasmtime_gp import report
-from wasmtime_gp._module_names import module_name
+from wasmtime_gp._symbols import module_name
 from wasmtime_gp.cli import CommandError
 from wasmtime_gp.profiler import GuestProfiler
 

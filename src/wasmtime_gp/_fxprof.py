@@ -1,7 +1,7 @@
 """Editing the Firefox processed-profile JSON that Wasmtime writes: rows, strings and stacks of its one thread.
 
 Used to write in what Wasmtime cannot know: host calls (`_host_frames.py`) and source lines
-(`_source_lines.py`). Both format versions Wasmtime writes are handled (see `profile.py`).
+(`_symbols/lines.py`). Both format versions Wasmtime writes are handled (see `profile.py`).
 """
 
 from __future__ import annotations

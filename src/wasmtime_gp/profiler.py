@@ -17,7 +17,7 @@ from typing import Any, Union
 
 import wasmtime
 
-from wasmtime_gp import _checks, _core, _host_frames, _module_names, _source_lines, _wasmtime_py, host_calls
+from wasmtime_gp import _checks, _core, _host_frames, _symbols, _wasmtime_py, host_calls
 from wasmtime_gp._abi import WASMTIME_MAJOR
 from wasmtime_gp._errors import (
     GuestProfilerError,
@@ -25,7 +25,7 @@ from wasmtime_gp._errors import (
     ProfilerTypeError,
     ProfilerValueError,
 )
-from wasmtime_gp._source_lines import WasmSource
+from wasmtime_gp._symbols import WasmSource
 from wasmtime_gp.profile import Profile
 
 ModuleSpec = Union[wasmtime.Module, tuple[str, wasmtime.Module]]
@@ -108,7 +108,7 @@ def _named_modules(modules: object) -> list[tuple[bytes, wasmtime.Module]]:
         _refuse_component(item[1] if isinstance(item, tuple) and len(item) == 2 else item)
         if isinstance(item, wasmtime.Module):
             _wasmtime_py.module_address(item)  # a closed module raises ClosedObjectError here
-            name, module = _module_names.module_name(item) or f"module{index}", item
+            name, module = _symbols.module_name(item) or f"module{index}", item
         elif isinstance(item, tuple) and len(item) == 2:
             name, module = item
         else:
@@ -164,7 +164,7 @@ class GuestProfiler:
             raise ProfilerTypeError(
                 f"debug_info must be a mapping module name -> .wasm, not {type(debug_info).__name__}"
             )
-        self._debug_info = _source_lines.DebugInfo(
+        self._debug_info = _symbols.DebugInfo(
             {module_name.decode(): module for module_name, module in named}, debug_info or {}, WASMTIME_MAJOR
         )
         self._process_name = process_name
@@ -385,7 +385,7 @@ class GuestProfiler:
             return data, end - first
         count = _host_frames.splice(raw, calls, first) if calls else end - first
         if self._debug_info:
-            _source_lines.add_source_lines(raw, self._debug_info.modules())
+            _symbols.add_source_lines(raw, self._debug_info.modules())
         return json.dumps(raw, ensure_ascii=False, separators=(",", ":")).encode(), count
 
     def _rotate(self) -> tuple[bytes, int]:

@@ -2,8 +2,8 @@
 
 A frame's address in Wasmtime's profile is an offset into its module's compiled code (`.text` of
 `Module.serialize()`), taken from a return address: the call (or epoch check) is just before it.
-Wasmtime's address map turns it into a byte offset in the `.wasm` file (`_addrmap.py`), which the
-DWARF there turns into file, line, column and inlined calls (`_dwarf.py`). Samples are taken where
+Wasmtime's address map turns it into a byte offset in the `.wasm` file (`addrmap.py`), which the
+DWARF there turns into file, line, column and inlined calls (`dwarf.py`). Samples are taken where
 Wasmtime checks the epoch (loop headers and function entries), so a leaf frame's line is the line
 of the loop or function it was running; callers' lines are their call sites.
 """
@@ -18,11 +18,11 @@ from typing import Any, Union
 
 import wasmtime
 
-from wasmtime_gp import _addrmap
-from wasmtime_gp._artifact import MalformedArtifact, elf_section
-from wasmtime_gp._dwarf import ModuleDwarf, SourceFrame, SourceLine, wasm_sections
 from wasmtime_gp._errors import ProfilerTypeError, ProfilerValueError
 from wasmtime_gp._fxprof import ThreadTables, append_row
+from wasmtime_gp._symbols import addrmap
+from wasmtime_gp._symbols.artifact import MalformedArtifact, elf_section
+from wasmtime_gp._symbols.dwarf import ModuleDwarf, SourceFrame, SourceLine, wasm_sections
 
 ADDRMAP_SECTION = b".wasmtime.addrmap"
 WasmSource = Union[bytes, str, "os.PathLike[str]"]  # a module's .wasm file: its bytes or its path
@@ -38,11 +38,11 @@ class ModuleLines:
     """What symbolising one module needs: its address map (per compilation) and its DWARF (per .wasm)."""
 
     def __init__(self, artifact: bytes, dwarf: ModuleDwarf, wasmtime_major: int) -> None:
-        if wasmtime_major not in _addrmap.VERIFIED_MAJORS:
+        if wasmtime_major not in addrmap.VERIFIED_MAJORS:
             raise LookupError(f"the address map of Wasmtime {wasmtime_major} has not been verified")
-        self.addrmap = _addrmap.parse(elf_section(artifact, ADDRMAP_SECTION), wasmtime_major)
+        self.addrmap = addrmap.parse(elf_section(artifact, ADDRMAP_SECTION), wasmtime_major)
         self.dwarf = dwarf
-        positions = [p for p in self.addrmap.wasm_offsets if p != _addrmap.NO_POSITION]
+        positions = [p for p in self.addrmap.wasm_offsets if p != addrmap.NO_POSITION]
         if positions and (min(positions) not in dwarf.code or max(positions) not in dwarf.code):
             raise LookupError("the .wasm file given is not the one this module was compiled from")
 
@@ -208,7 +208,7 @@ def _read_wasm(name: str, source: object) -> bytes:
 
 
 def _why_no_lines(wasm: bytes, wasmtime_major: int) -> str | None:
-    if wasmtime_major not in _addrmap.VERIFIED_MAJORS:
+    if wasmtime_major not in addrmap.VERIFIED_MAJORS:
         return f"the address map of Wasmtime {wasmtime_major} has not been verified"
     try:
         _, custom = wasm_sections(wasm)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import bisect
 import struct
 
-from wasmtime_gp._artifact import MalformedArtifact, read_sleb, read_uleb
+from wasmtime_gp._symbols.artifact import MalformedArtifact, read_sleb, read_uleb
 
 BLOCKS_FROM_MAJOR = 47  # the block encoding
 VERIFIED_MAJORS = range(19, 51)  # read from the sources (to 48 and main of August 2026) and tested on 50

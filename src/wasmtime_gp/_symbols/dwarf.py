@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 from elftools.dwarf.dwarfinfo import DebugSectionDescriptor, DwarfConfig, DWARFInfo
 
-from wasmtime_gp._artifact import MalformedArtifact, read_uleb
+from wasmtime_gp._symbols.artifact import MalformedArtifact, read_uleb
 
 CODE_SECTION = 10
 CUSTOM_SECTION = 0

@@ -21,7 +21,7 @@ import weakref
 import wasmtime
 
 from wasmtime_gp._abi import WASMTIME_MAJOR
-from wasmtime_gp._artifact import MalformedArtifact, elf_section, read_uleb
+from wasmtime_gp._symbols.artifact import MalformedArtifact, elf_section, read_uleb
 
 _INFO_SECTION = b".wasmtime.info"
 _MAX_NAME = 4096
