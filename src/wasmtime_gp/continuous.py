@@ -13,7 +13,6 @@ import math
 import os
 import queue
 import re
-import secrets
 import threading
 import time
 import warnings
@@ -26,7 +25,7 @@ from typing import Union
 
 import wasmtime
 
-from wasmtime_gp import _checks
+from wasmtime_gp import _checks, _files
 from wasmtime_gp._errors import ProfilerStateError, ProfilerTypeError, ProfilerValueError
 from wasmtime_gp.profile import Profile
 from wasmtime_gp.profiler import GuestProfiler, ModulesArg
@@ -88,10 +87,7 @@ class DirectorySink:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(rotated.ended))
         micros = int((rotated.ended % 1) * 1e6)
         target = self.directory / f"{self.name}-{stamp}.{micros:06d}Z-{rotated.sequence:06d}.json"
-        temporary = self.directory / f".{target.name}.{secrets.token_hex(4)}.tmp"
-        with open(temporary, "xb") as out:
-            out.write(rotated.data)
-        os.replace(temporary, target)
+        _files.atomic_write(target, rotated.data)
         if self.keep is not None:
             ours = sorted(self.directory.glob(f"{self.name}-*Z-*.json"))
             for old in ours[: max(0, len(ours) - self.keep)]:

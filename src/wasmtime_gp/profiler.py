@@ -6,7 +6,6 @@ import atexit
 import json
 import math
 import os
-import secrets
 import threading
 import warnings
 import weakref
@@ -17,7 +16,7 @@ from typing import Any, Union
 
 import wasmtime
 
-from wasmtime_gp import _checks, _core, _host_frames, _symbols, _wasmtime_py, host_calls
+from wasmtime_gp import _checks, _core, _files, _host_frames, _symbols, _wasmtime_py, host_calls
 from wasmtime_gp._abi import WASMTIME_MAJOR
 from wasmtime_gp._errors import (
     GuestProfilerError,
@@ -414,27 +413,9 @@ class GuestProfiler:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Finish, then write the profile to `path` atomically; return the path."""
-        target = Path(path)
         self._require_unfinished("save()")
-        # Check what can be checked before finish() consumes the profile.
-        if target.is_dir():
-            raise ProfilerValueError(f"{target} is a directory; give a file name")
-        if not target.parent.is_dir():
-            raise ProfilerValueError(f"cannot save to {target}: {target.parent} is not a directory")
-        data = self.finish()
-        # Not mkstemp: the file should get the usual umask-based mode, not 0600.
-        temporary = target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temporary, target)
-        except BaseException:
-            os.unlink(temporary)
-            raise
-        return target
+        _files.check_writable(path)  # before finish() consumes the profile
+        return _files.atomic_write(path, self.finish())
 
     def __enter__(self) -> GuestProfiler:
         self.start()
