@@ -15,13 +15,11 @@ from __future__ import annotations
 import bisect
 from typing import Any, NamedTuple
 
-from wasmtime_gp._fxprof import ThreadTables, append_row
+from wasmtime_gp import _fxprof
 from wasmtime_gp.profile import HOST_MODULE, HOST_PREFIX  # the resource and name prefix of every host frame
 
 HOST_CATEGORY = {"name": "Host", "color": "orange", "subcategories": ["Other"]}
 MARKER_TYPE = "HostCall"
-# preprocessedProfileVersion 55 renamed markerSchema's `data` to `fields`.
-FIELDS_RENAMED_IN = 55
 
 
 class HostCall(NamedTuple):
@@ -40,7 +38,7 @@ def splice(raw: dict[str, Any], calls: list[HostCall], base: int) -> int:
     """Write `calls` into the profile; return its sample count. `base`: the index of its first sample."""
     table = _Tables(raw)
     samples = table.thread["samples"]
-    times = _absolute_times(samples)
+    times = _fxprof.sample_times(table.thread)
     stacks: list[int | None] = list(samples["stack"])
     cpu: list[float] = [delta or 0 for delta in samples.get("threadCPUDelta") or [0] * len(times)]
 
@@ -79,7 +77,7 @@ def splice(raw: dict[str, Any], calls: list[HostCall], base: int) -> int:
         if later < len(rows):
             time, stack, delta = rows[later]
             rows[later] = (time, stack, delta + cpu[index])
-    _write_samples(samples, rows)
+    _write_samples(table.thread, rows)
     return len(rows)
 
 
@@ -90,26 +88,10 @@ def _with_inserts(frames: list[int], pairs: list[tuple[int, int]]) -> list[int]:
     return out
 
 
-def _absolute_times(samples: dict[str, Any]) -> list[float]:
-    if "time" in samples:
-        return list(samples["time"])
-    total, times = 0.0, []
-    for delta in samples["timeDeltas"]:
-        total += delta
-        times.append(total)
-    return times
-
-
-def _write_samples(samples: dict[str, Any], rows: list[tuple[float, int | None, float]]) -> None:
+def _write_samples(thread: dict[str, Any], rows: list[tuple[float, int | None, float]]) -> None:
+    samples = thread["samples"]
     samples["stack"] = [row[1] for row in rows]
-    if "time" in samples:
-        samples["time"] = [row[0] for row in rows]
-    else:
-        previous, deltas = 0.0, []
-        for row in rows:
-            deltas.append(row[0] - previous)
-            previous = row[0]
-        samples["timeDeltas"] = deltas
+    _fxprof.set_sample_times(thread, [row[0] for row in rows])
     if "threadCPUDelta" in samples:
         samples["threadCPUDelta"] = [round(row[2]) for row in rows]
     if isinstance(samples.get("weight"), list):
@@ -117,7 +99,7 @@ def _write_samples(samples: dict[str, Any], rows: list[tuple[float, int | None, 
     samples["length"] = len(rows)
 
 
-class _Tables(ThreadTables):
+class _Tables(_fxprof.ThreadTables):
     """The thread's tables, with the host resource, category, frames and markers a splice adds."""
 
     def __init__(self, raw: dict[str, Any]) -> None:
@@ -135,14 +117,14 @@ class _Tables(ThreadTables):
 
     def resource(self) -> int:
         if self._resource is None:
-            self._resource = append_row(
+            self._resource = _fxprof.append_row(
                 self.thread["resourceTable"], {"lib": None, "name": self.string(HOST_MODULE), "type": 0}
             )
         return self._resource
 
     def host_frame(self, name: str) -> int:
         if name not in self.host_frames:
-            func = append_row(
+            func = _fxprof.append_row(
                 self.thread["funcTable"],
                 {
                     "name": self.string(frame_name(name)),
@@ -151,7 +133,7 @@ class _Tables(ThreadTables):
                     "resource": self.resource(),
                 },
             )
-            self.host_frames[name] = append_row(
+            self.host_frames[name] = _fxprof.append_row(
                 self.thread["frameTable"],
                 {
                     "address": -1,
@@ -166,7 +148,7 @@ class _Tables(ThreadTables):
 
     def add_marker(self, name: str, start: float, end: float, samples: int) -> None:
         self._declare_marker_schema()
-        append_row(
+        _fxprof.append_row(
             self.thread["markers"],
             {
                 "name": self.string(frame_name(name)),
@@ -180,22 +162,17 @@ class _Tables(ThreadTables):
         self.thread["showMarkersInTimeline"] = True
 
     def _declare_marker_schema(self) -> None:
-        meta = self.raw["meta"]
-        schemas = meta.setdefault("markerSchema", [])
-        if any(schema.get("name") == MARKER_TYPE for schema in schemas):
-            return
-        fields = [
-            {"key": "function", "label": "Host function", "format": "string"},
-            {"key": "samples", "label": "Samples", "format": "integer"},
-        ]
-        fields_key = "fields" if meta.get("preprocessedProfileVersion", 0) >= FIELDS_RENAMED_IN else "data"
-        schemas.append(
+        _fxprof.declare_marker_schema(
+            self.raw,
             {
                 "name": MARKER_TYPE,
                 "display": ["marker-chart", "marker-table", "timeline-overview"],
                 "chartLabel": "{marker.data.function}",
                 "tooltipLabel": "host call {marker.data.function}",
                 "tableLabel": "{marker.data.function}",
-                fields_key: fields,
-            }
+            },
+            [
+                {"key": "function", "label": "Host function", "format": "string"},
+                {"key": "samples", "label": "Samples", "format": "integer"},
+            ],
         )

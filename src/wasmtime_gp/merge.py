@@ -6,9 +6,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from wasmtime_gp import _fxprof
 from wasmtime_gp._errors import ProfileFormatError
-
-_TIME_FIELDS = ("processStartupTime", "processShutdownTime", "registerTime", "unregisterTime")
 
 
 def merge_profiles(profiles: Sequence[bytes], names: Sequence[str] | None = None) -> bytes:
@@ -32,7 +31,7 @@ def merge_profiles(profiles: Sequence[bytes], names: Sequence[str] | None = None
                 f"input {index} is not a single-thread Wasmtime profile ({exc})"
             ) from None
         documents.append(document)
-    versions = {d["meta"].get("preprocessedProfileVersion") for d in documents}
+    versions = {_fxprof.format_version(d) for d in documents}
     if len(versions) > 1:
         raise ProfileFormatError(f"cannot merge profile format versions {sorted(versions, key=str)}")
 
@@ -50,7 +49,7 @@ def merge_profiles(profiles: Sequence[bytes], names: Sequence[str] | None = None
         merged["libs"] += document["libs"]
         resources = thread["resourceTable"]
         resources["lib"] = [None if lib is None else lib + lib_base for lib in resources["lib"]]
-        _shift_times(thread, offset)
+        _fxprof.shift_times(thread, offset)
         name = names[index] if names is not None else str(thread.get("processName") or f"profile{index}")
         seen[name] = seen.get(name, 0) + 1
         thread["name"] = name if seen[name] == 1 else f"{name} #{seen[name]}"
@@ -58,18 +57,3 @@ def merge_profiles(profiles: Sequence[bytes], names: Sequence[str] | None = None
         thread["isMainThread"] = index == 0
         merged["threads"].append(thread)
     return json.dumps(merged, ensure_ascii=False).encode()
-
-
-def _shift_times(thread: dict[str, Any], offset: float) -> None:
-    samples = thread["samples"]
-    if "time" in samples:
-        samples["time"] = [t + offset for t in samples["time"]]
-    elif samples.get("timeDeltas"):
-        samples["timeDeltas"][0] += offset
-    for field in _TIME_FIELDS:
-        if isinstance(thread.get(field), (int, float)):
-            thread[field] += offset
-    markers = thread.get("markers", {})
-    for key in ("startTime", "endTime"):
-        if key in markers:
-            markers[key] = [t + offset if isinstance(t, (int, float)) else t for t in markers[key]]

@@ -1,8 +1,7 @@
 """Profile: read the Firefox processed-profile JSON that Wasmtime's guest profiler writes.
 
-Wasmtime 19 to 38 write the format of fxprof-processed-profile 0.6 (preprocessedProfileVersion 46, sample times
-in `samples.time`); 39 and later write 0.8's (version 55, `samples.timeDeltas`). Both are read here; anything
-that is not such a profile raises ProfileFormatError.
+Every version a Wasmtime release writes is read (see `_fxprof` for which writes which); anything that is not
+such a profile raises ProfileFormatError.
 """
 
 from __future__ import annotations
@@ -12,9 +11,9 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import FrozenInstanceError, dataclass, field
-from itertools import accumulate
 from typing import Any, Literal
 
+from wasmtime_gp import _fxprof
 from wasmtime_gp._errors import ProfileFormatError
 
 # The module (the Firefox profile's resource) of the frames host_calls adds, named `[host] <module>.<name>`:
@@ -558,14 +557,14 @@ def _parse(raw: dict[str, Any]) -> Profile:
         start_time=float(meta["startTime"]) / 1000,
         duration=end / 1000,
         samples=samples,
-        labels={str(k): str(v) for k, v in meta.get("wasmtimeGpLabels", {}).items()},
+        labels={str(k): str(v) for k, v in meta.get(_fxprof.LABELS_KEY, {}).items()},
     )
 
 
 def _parse_thread(
     thread: dict[str, Any], raw: dict[str, Any], libs: list[str], cpu_scale: float, named: bool
 ) -> tuple[list[Sample], float]:
-    strings = thread["stringArray"] if "stringArray" in thread else raw["shared"]["stringArray"]
+    strings = _fxprof.string_array(raw, thread)
     resources = thread["resourceTable"]
     funcs = thread["funcTable"]
     resource_module = [
@@ -605,7 +604,7 @@ def _parse_thread(
         stacks.push(-1 if prefix is None else prefix, frames[frame])
 
     table = thread["samples"]
-    times = table["time"] if "time" in table else list(accumulate(table["timeDeltas"]))
+    times = _fxprof.sample_times(thread)
     cpu_deltas = table.get("threadCPUDelta") or [0] * len(times)
     thread_name = str(thread.get("name", "")) if named else ""
     for stack in table["stack"]:
