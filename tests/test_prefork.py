@@ -39,13 +39,20 @@ def wait_child(pid, timeout=30.0):
     os.waitpid(pid, 0)
     return "hung"
 
+def until_sampled(profiler, call, at_least=5, timeout=30.0):
+    # A loaded machine may give one short call no tick at all: call again until there are samples.
+    deadline = time.monotonic() + timeout
+    call()
+    while profiler.sample_count < at_least and time.monotonic() < deadline:
+        call()
+
 def profile_in_child(engine, module):
     # What a worker does per request: a store, an instance, a profiler, a guest call.
     store = wasmtime.Store(engine)
     instance = wasmtime.Instance(store, module, [])
     run = instance.exports(store)["run"]
     with GuestProfiler(store, [module], interval=0.0005) as profiler:
-        run(store, 20_000_000)
+        until_sampled(profiler, lambda: run(store, 20_000_000))
     top = profiler.profile().top(1)[0].frame.function
     return profiler.sample_count > 0 and top == "inner"
 """
@@ -118,8 +125,8 @@ pid = os.fork()
 if pid == 0:
     store = wasmtime.Store(guest.engine)
     run = wasmtime.Instance(store, guest.module, []).exports(store)["run"]
-    with ContinuousProfiler(store, [guest.module], sink={str(tmp_path)!r}, interval=0.0005, period=0.05):
-        run(store, 30_000_000)
+    with ContinuousProfiler(store, [guest.module], sink={str(tmp_path)!r}, interval=0.0005, period=0.05) as c:
+        until_sampled(c.profiler, lambda: run(store, 30_000_000))
     os._exit(0)
 print("child:", wait_child(pid))
 """,
@@ -153,6 +160,8 @@ print("child:", wait_child(pid))
 # -- real gunicorn: --preload, 2 sync workers, a profiler per request ---------------------------------
 
 APP = """
+import time
+
 import wasmtime
 from guests import CHAIN
 from wasmtime_gp import GuestProfiler
@@ -170,7 +179,10 @@ def app(environ, start_response):
     store = wasmtime.Store(engine)
     run = wasmtime.Instance(store, module, []).exports(store)["run"]
     with GuestProfiler(store, [module], interval=0.0005) as profiler:
+        deadline = time.monotonic() + 20  # a loaded machine may give one short call no tick at all
         run(store, 10_000_000)
+        while profiler.sample_count < 5 and time.monotonic() < deadline:
+            run(store, 10_000_000)
     body = f"{profiler.sample_count} {profiler.profile().top(1)[0].frame.function}".encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
@@ -251,7 +263,7 @@ if pid == 0:
     store = wasmtime.Store(guest.engine)
     run = wasmtime.Instance(store, guest.module, []).exports(store)["run"]
     with ContinuousProfiler(store, [guest.module], sink=slow_sink, interval=0.0005, period=10) as mine:
-        run(store, 10_000_000)
+        until_sampled(mine.profiler, lambda: run(store, 10_000_000))
     ok = ok and [count > 0 for who, count in delivered[parent_deliveries:]] == [True]
     os._exit(0 if ok else 3)
 child = wait_child(pid)
