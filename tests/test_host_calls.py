@@ -19,7 +19,7 @@ from wasmtime_gp import (
     Profile,
     ProfilerTypeError,
     ProfilerValueError,
-    _ticker,
+    _test_utils,
     host_calls,
 )
 from wasmtime_gp.exports import to_collapsed, to_pprof, to_speedscope
@@ -227,11 +227,11 @@ def test_a_running_profiler_dropped_without_stop_still_stops():
     app = App(slow_seconds=0.0)
     profiler = app.profiler()
     profiler.start()
-    assert host_calls.running and _ticker.thread_is_running()
+    assert host_calls.running and _test_utils.ticker_thread_is_running()
     del profiler
     gc.collect()
     assert not host_calls.running
-    assert not _ticker.thread_is_running()
+    assert not _test_utils.ticker_thread_is_running()
     assert app("many", 100) == 50  # the wrapped functions go on working
 
 

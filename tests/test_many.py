@@ -15,7 +15,7 @@ from conftest import (
 )
 from guests import CHAIN
 
-from wasmtime_gp import GuestProfiler, _ticker
+from wasmtime_gp import GuestProfiler, _test_utils
 
 
 def _run_concurrently(jobs):
@@ -41,7 +41,7 @@ def test_two_stores_of_one_engine_each_sample_at_their_own_interval(spins_for):
 
     fast.start()
     slow.start()
-    assert _ticker.clock_count() == 1  # one clock for the engine, ticking at the finer interval
+    assert _test_utils.ticker_clock_count() == 1  # one clock for the engine, ticking at the finer interval
     _run_concurrently([lambda: run(fast_guest, "fast"), lambda: run(slow_guest, "slow")])
     fast.stop()
     slow.stop()
@@ -62,7 +62,7 @@ def test_several_engines_on_several_threads_share_one_ticker_thread(spins_for):
     threads_before = native_thread_count()
     for profiler in profilers:
         profiler.start()
-    assert _ticker.thread_is_running() and _ticker.clock_count() == 3
+    assert _test_utils.ticker_thread_is_running() and _test_utils.ticker_clock_count() == 3
     assert native_thread_count(threads_before + 1) == threads_before + 1
     cpu = [0.0] * len(guests)
 
@@ -78,7 +78,7 @@ def test_several_engines_on_several_threads_share_one_ticker_thread(spins_for):
             profiler.stop()
     for profiler, guest_cpu in zip(profilers, cpu):
         assert profiler.sample_count >= max(1, sample_bounds(profiler, guest_cpu)[0])  # about 300 when free
-    assert not _ticker.thread_is_running() and _ticker.clock_count() == 0
+    assert not _test_utils.ticker_thread_is_running() and _test_utils.ticker_clock_count() == 0
     assert native_thread_count(threads_before) == threads_before
 
 
@@ -89,7 +89,7 @@ def test_a_hundred_engines_get_one_thread_not_a_hundred():
     for profiler in profilers:
         profiler.start()
     try:
-        assert _ticker.clock_count() == 100
+        assert _test_utils.ticker_clock_count() == 100
         assert native_thread_count(threads_before + 1) == threads_before + 1
         cpu_before = time.thread_time()
         guests[42].call("run", 20_000_000)
@@ -98,7 +98,9 @@ def test_a_hundred_engines_get_one_thread_not_a_hundred():
         for profiler in profilers:
             profiler.stop()
     assert profilers[42].sample_count >= sample_bounds(profilers[42], guest_cpu)[0]
-    assert native_thread_count(threads_before) == threads_before and not _ticker.thread_is_running()
+    assert (
+        native_thread_count(threads_before) == threads_before and not _test_utils.ticker_thread_is_running()
+    )
 
 
 def test_a_stopped_profiler_costs_nothing_while_others_tick_its_engine(spins_for):
@@ -108,8 +110,8 @@ def test_a_stopped_profiler_costs_nothing_while_others_tick_its_engine(spins_for
     busy = GuestProfiler(busy_guest.store, [busy_guest.module], interval=0.0002)
     with paused:
         paused_guest.call("run", spins_for(0.05))
-    callbacks = paused._native.callback_count
-    assert not _ticker.thread_is_running()  # nothing runs: no ticker thread at all
+    callbacks = _test_utils.callback_count(paused._native)
+    assert not _test_utils.ticker_thread_is_running()  # nothing runs: no ticker thread at all
     busy_cpu = []
 
     def run_busy():
@@ -121,12 +123,12 @@ def test_a_stopped_profiler_costs_nothing_while_others_tick_its_engine(spins_for
         _run_concurrently([lambda: paused_guest.call("run", spins_for(0.3)), run_busy])
     assert busy.sample_count >= max(1, sample_bounds(busy, busy_cpu[0])[0])  # about 1500 when free
     # At most the one callback that found the profiler stopped and set a far deadline.
-    assert paused._native.callback_count - callbacks <= 1
+    assert _test_utils.callback_count(paused._native) - callbacks <= 1
     before = Progress.of(paused)
     with paused:
         cpu_before = time.thread_time()
         paused_guest.call("run", spins_for(0.05))
         guest_cpu = time.thread_time() - cpu_before
     # And start() brings it back at once: a callback, and a sample, at each tick of this run (about 250).
-    assert paused._native.callback_count - callbacks >= paused.sample_count - before.samples
+    assert _test_utils.callback_count(paused._native) - callbacks >= paused.sample_count - before.samples
     assert_sample_count_fits(paused, guest_cpu, since=before)

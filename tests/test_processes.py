@@ -10,7 +10,7 @@ PRELUDE = """
 import os, sys, threading, time
 from conftest import instantiate
 from guests import CHAIN
-from wasmtime_gp import GuestProfiler, _ticker
+from wasmtime_gp import GuestProfiler, _test_utils
 """
 
 
@@ -39,12 +39,12 @@ def test_fork_while_sampling_the_child_inherits_no_ticking_profiler_and_the_pare
         time.sleep(0.2)
         pid = os.fork()
         if pid == 0:
-            ok = not _ticker.thread_is_running() and _ticker.clock_count() == 0 and not profiler.running
+            ok = not _test_utils.ticker_thread_is_running() and _test_utils.ticker_clock_count() == 0 and not profiler.running
             inherited = profiler.sample_count
             with child_profiler:
                 other.call("run", 30_000_000)
             ok = ok and child_profiler.sample_count > 0 and profiler.sample_count == inherited
-            ok = ok and len(profiler.finish()) > 0 and not _ticker.thread_is_running()
+            ok = ok and len(profiler.finish()) > 0 and not _test_utils.ticker_thread_is_running()
             os._exit(0 if ok else 3)
         before = profiler.sample_count
         time.sleep(0.3)

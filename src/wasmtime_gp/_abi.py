@@ -43,7 +43,7 @@ def bind() -> int:
         )
     handle = _wasmtime_py.library_handle()
     engine_first = major >= ENGINE_FIRST_MAJOR
-    if _core.exports(handle, ENGINE_FIRST_MARKER) != engine_first:
+    if _core.has_symbol(handle, ENGINE_FIRST_MARKER) != engine_first:
         raise WasmtimeABIError(
             f"the libwasmtime loaded by wasmtime {version} does not look like Wasmtime {major}: "
             f"it {'lacks' if engine_first else 'exports'} {ENGINE_FIRST_MARKER}, so the signature of "

@@ -1,15 +1,16 @@
 # The process-wide ticker: one thread advancing the epoch of every engine that has a running profiler.
 from libc.stdint cimport int64_t, uint64_t
 
-from wasmtime_gp._wasmtime_capi cimport (
+from wasmtime_gp._native.wasmtime_capi cimport (
     wasm_engine_t, wasmtime_engine_increment_epoch_fn, wasmtime_engine_clone_fn, wasm_engine_delete_fn,
 )
 
-cdef extern from "_atomics.h" nogil:
-    int64_t gp_load_i64(const int64_t *p)
-    void gp_store_i64(int64_t *p, int64_t v)
-    uint64_t gp_load_u64(const uint64_t *p)
-    void gp_add_u64(uint64_t *p, uint64_t v)
+# The ticker's timing floors, decided here and read by profiler.py as _ticker.SPIN_BELOW_NS and friends.
+cpdef enum:
+    # Below this interval a sleeping thread wakes too late (about 20 us on a VM): wake early and spin.
+    SPIN_BELOW_NS = 50000
+    # On one CPU every tick preempts the guest (a context switch, about 20 us): no faster tick than this.
+    SINGLE_CPU_MIN_TICK_NS = SPIN_BELOW_NS
 
 cdef struct EngineClock:
     EngineClock *next
@@ -18,7 +19,7 @@ cdef struct EngineClock:
     bint owns_engine
     int64_t interval_ns            # the finest interval of its subscriptions; read atomically by samplers
     int64_t next_tick_ns
-    uint64_t ticks                 # read atomically by profilers
+    uint64_t ticks                 # read atomically by samplers
     Subscription *subscriptions
 
 cdef struct Subscription:
@@ -30,5 +31,9 @@ cdef struct Subscription:
 
 cdef void ticker_bind(wasmtime_engine_increment_epoch_fn increment, wasmtime_engine_clone_fn clone,
                       wasm_engine_delete_fn delete) noexcept nogil
-cdef Subscription *ticker_subscribe(uint64_t key, wasm_engine_t *engine, int64_t interval_ns, bint spin) noexcept nogil
+cdef Subscription *ticker_subscribe(
+    uint64_t key, wasm_engine_t *engine, int64_t interval_ns, bint spin) noexcept nogil
 cdef void ticker_unsubscribe(Subscription *subscription) noexcept nogil
+# For _test_utils: whether the thread exists, and how many engines it ticks.
+cdef bint ticker_thread_running() noexcept nogil
+cdef int ticker_clock_count() noexcept nogil

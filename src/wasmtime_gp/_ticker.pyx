@@ -9,13 +9,12 @@ rare and serialised by `lifecycle`; the tick loop and the clock list share `lock
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport calloc, free
 from posix.signal cimport sigset_t, sigfillset, SIG_SETMASK
-from posix.time cimport timespec, clock_gettime, CLOCK_MONOTONIC
+from posix.time cimport timespec, CLOCK_MONOTONIC
 from libc.errno cimport ETIMEDOUT
 
-from wasmtime_gp._posix cimport *
-
-# Below this interval a sleeping thread wakes too late (about 20 us on a VM): wake early and spin.
-cdef int64_t SPIN_BELOW_NS = 50000
+from wasmtime_gp._native.atomics cimport gp_add_u64, gp_store_i64
+from wasmtime_gp._native.clock cimport monotonic_ns
+from wasmtime_gp._native.posix cimport *
 
 cdef wasmtime_engine_increment_epoch_fn increment_epoch = NULL
 cdef wasmtime_engine_clone_fn clone_engine = NULL
@@ -35,21 +34,15 @@ cdef uint64_t generation = 0
 
 cdef void ticker_bind(wasmtime_engine_increment_epoch_fn increment, wasmtime_engine_clone_fn clone,
                       wasm_engine_delete_fn delete) noexcept nogil:
-    """Called once by _core at import, with the GIL held."""
+    """Called once by _core at import, with the GIL held (the C API table's ticker half)."""
     global increment_epoch, clone_engine, delete_engine
     increment_epoch = increment
     clone_engine = clone
     delete_engine = delete
 
 
-cdef inline int64_t monotonic_ns() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
-
-
 cdef void refresh_interval(EngineClock *clock) noexcept nogil:
-    """The clock ticks at the finest interval among its subscriptions (lock held)."""
+    """The clock ticks at the finest interval among its subscriptions (any thread, `lock` held, no GIL)."""
     cdef Subscription *s = clock.subscriptions
     cdef int64_t finest = 0
     while s != NULL:
@@ -60,6 +53,7 @@ cdef void refresh_interval(EngineClock *clock) noexcept nogil:
 
 
 cdef bint clock_spins(EngineClock *clock) noexcept nogil:
+    """Whether the ticker should spin to this clock's next tick (ticker thread, `lock` held)."""
     cdef Subscription *s = clock.subscriptions
     while s != NULL:
         if s.spin and clock.interval_ns < SPIN_BELOW_NS:
@@ -69,7 +63,7 @@ cdef bint clock_spins(EngineClock *clock) noexcept nogil:
 
 
 cdef void *ticker_main(void *arg) noexcept nogil:
-    """The ticker thread. No GIL."""
+    """The ticker thread's body. No GIL, ever."""
     cdef EngineClock *clock
     cdef EngineClock *nearest
     cdef int64_t now, wake_at, woke, interval, target
@@ -91,7 +85,9 @@ cdef void *ticker_main(void *arg) noexcept nogil:
             pthread_cond_wait(&wake, &lock)
             continue
         spin = clock_spins(nearest)
-        wake_at = nearest.next_tick_ns - (min(nearest.interval_ns, wake_latency * 3 // 2 + 2000) if spin else 0)
+        wake_at = nearest.next_tick_ns
+        if spin:
+            wake_at -= min(nearest.interval_ns, wake_latency * 3 // 2 + 2000)
         if wake_at > monotonic_ns():
             wake_ts.tv_sec = wake_at // 1000000000
             wake_ts.tv_nsec = wake_at % 1000000000
@@ -128,6 +124,7 @@ cdef void *ticker_main(void *arg) noexcept nogil:
 
 
 cdef int start_thread() noexcept nogil:
+    """Start the ticker thread, every signal blocked (subscribing thread, `lifecycle` held, GIL or not)."""
     cdef sigset_t all_signals, previous
     cdef int rc
     # The ticker must never receive a signal meant for the interpreter's main thread.
@@ -138,8 +135,12 @@ cdef int start_thread() noexcept nogil:
     return rc
 
 
-cdef Subscription *ticker_subscribe(uint64_t key, wasm_engine_t *engine, int64_t interval_ns, bint spin) noexcept nogil:
-    """Tick `engine` at least every `interval_ns` until the subscription is dropped. NULL on failure. Any thread."""
+cdef Subscription *ticker_subscribe(
+        uint64_t key, wasm_engine_t *engine, int64_t interval_ns, bint spin) noexcept nogil:
+    """Tick `engine` at least every `interval_ns` until the subscription is dropped; NULL on failure.
+
+    Any thread, GIL or not.
+    """
     global clocks, thread_running
     cdef EngineClock *clock
     cdef Subscription *subscription = <Subscription *>calloc(1, sizeof(Subscription))
@@ -188,7 +189,10 @@ cdef Subscription *ticker_subscribe(uint64_t key, wasm_engine_t *engine, int64_t
 
 
 cdef void ticker_unsubscribe(Subscription *subscription) noexcept nogil:
-    """Drop a subscription; the last one of a clock removes it, the last clock joins the thread. Any thread."""
+    """Drop a subscription; the last one of a clock removes it, the last clock joins the thread.
+
+    Any thread but the ticker's, GIL or not (it may wait for the join).
+    """
     global clocks, thread_running, stop_requested
     cdef EngineClock *clock = subscription.clock
     cdef Subscription **link
@@ -223,8 +227,7 @@ cdef void ticker_unsubscribe(Subscription *subscription) noexcept nogil:
         if thread_running:
             pthread_join(thread, NULL)
             thread_running = False
-        # Only now, with the thread gone: it reads the flag under `lock` (helgrind found the earlier
-        # unconditional write racing with it).
+        # Only now, with the thread gone: it reads the flag under `lock`.
         stop_requested = False
     pthread_mutex_unlock(&lifecycle)
     if removed != NULL:
@@ -235,6 +238,7 @@ cdef void ticker_unsubscribe(Subscription *subscription) noexcept nogil:
 
 
 cdef void init_wake() noexcept nogil:
+    """Make the wake condition, timed on CLOCK_MONOTONIC (at import with the GIL, or in a forked child)."""
     cdef pthread_condattr_t attr
     pthread_condattr_init(&attr)
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)
@@ -243,6 +247,7 @@ cdef void init_wake() noexcept nogil:
 
 
 # fork(): hold both locks across it, so the child never inherits one held by a thread it does not have.
+# The three handlers run on the forking thread, with or without the GIL.
 cdef void before_fork() noexcept nogil:
     pthread_mutex_lock(&lifecycle)
     pthread_mutex_lock(&lock)
@@ -265,6 +270,7 @@ cdef void after_fork_in_child() noexcept nogil:
 
 
 def _init() -> None:
+    """Make the locks and register the fork handlers (at import, GIL held)."""
     pthread_mutex_init(&lifecycle, NULL)
     pthread_mutex_init(&lock, NULL)
     init_wake()
@@ -274,13 +280,13 @@ def _init() -> None:
 _init()
 
 
-def thread_is_running() -> bool:
-    """Whether the ticker thread exists right now (for tests: no thread while nothing is profiled)."""
+cdef bint ticker_thread_running() noexcept nogil:
+    """Whether the ticker thread exists right now (any thread; a plain read, for tests)."""
     return thread_running
 
 
-def clock_count() -> int:
-    """How many engines are being ticked right now."""
+cdef int ticker_clock_count() noexcept nogil:
+    """How many engines are being ticked right now (any thread but the ticker's, takes `lock`)."""
     cdef int n = 0
     cdef EngineClock *clock
     pthread_mutex_lock(&lock)

@@ -25,7 +25,7 @@ from wasmtime_gp import _checks, _core, _wasmtime_py
 from wasmtime_gp._errors import ProfilerTypeError
 
 # The running profilers' native halves, by the address of their store's context. Filled by GuestProfiler.
-running: dict[int, _core.NativeProfiler] = {}
+running: dict[int, _core.Sampler] = {}
 
 _INSTRUMENTED = "_wasmtime_gp_host_calls"
 

@@ -183,7 +183,7 @@ class GuestProfiler:
                     "this store already has an unfinished GuestProfiler; finish() it first "
                     "(a store has a single epoch-deadline callback)"
                 )
-            self._native = _core.NativeProfiler(
+            self._native = _core.Sampler(
                 engine_address,
                 _wasmtime_py.engine_serial(engine),
                 store_address,

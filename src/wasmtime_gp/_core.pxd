@@ -1,0 +1,87 @@
+# What crosses _core's boundary: the C API table, the sampler state the epoch callback reads, the
+# Python-facing Sampler and the HostCall records it returns. _core.pyx (with its _core_*.pxi parts)
+# implements them; _test_utils cimports them.
+from libc.stdint cimport int64_t, uint64_t
+
+from wasmtime_gp._native.posix cimport pthread_mutex_t, pthread_t
+from wasmtime_gp._native.wasmtime_capi cimport *
+from wasmtime_gp._ticker cimport Subscription
+
+# Host calls nested deeper than this (host -> wasm -> host ...) are still sampled, without their pending time.
+cdef enum:
+    HOST_DEPTH_MAX = 32
+
+# The Wasmtime functions we call, resolved by dlsym from wasmtime-py's own library (_core_capi.pxi).
+cdef struct CApi:
+    wasmtime_guestprofiler_new_v19_fn guestprofiler_new_v19
+    wasmtime_guestprofiler_new_v40_fn guestprofiler_new_v40
+    wasmtime_guestprofiler_sample_fn guestprofiler_sample
+    wasmtime_guestprofiler_finish_fn guestprofiler_finish
+    wasmtime_guestprofiler_delete_fn guestprofiler_delete
+    wasmtime_store_epoch_deadline_callback_set_fn store_epoch_deadline_callback
+    wasmtime_context_set_epoch_deadline_fn context_set_epoch_deadline
+    wasmtime_engine_increment_epoch_fn engine_increment_epoch
+    wasmtime_engine_clone_fn engine_clone      # NULL before Wasmtime 24
+    wasm_engine_delete_fn engine_delete
+    wasm_byte_vec_delete_fn byte_vec_delete
+    wasmtime_error_message_fn error_message
+    wasmtime_error_delete_fn error_delete
+    wasmtime_error_new_fn error_new
+
+# The plain C state behind one Sampler, the epoch callback's `void *data`: every field is read and written
+# under `lock`. Count invariant: `samples` (Wasmtime's samples, the index the next one will have) plus
+# `host_extra` equals the number of rows the host-call splice (_host_frames.splice) writes, across rotations.
+cdef struct SamplerState:
+    pthread_mutex_t lock
+    int refs                               # the Sampler, and the store while our callback is set
+    wasmtime_guestprofiler_t *wasmtime_profiler  # NULL once finished or dropped
+    wasmtime_store_t *store                # NULL once the store has dropped our callback
+    bint sampling                          # between start() and stop()
+    bint interrupt                         # trap the guest at its next epoch check
+    int64_t timeout_at_ns                  # CLOCK_MONOTONIC; 0: no timeout
+    bint timed_out
+    Subscription *subscription             # the shared ticker's clock for this engine, while sampling
+    uint64_t callbacks                     # every call of on_epoch_deadline, sampling or not
+    uint64_t samples                       # Wasmtime's samples (its table's length, across rotations)
+    int64_t host_extra                     # samples host calls add to or remove from Wasmtime's table
+    uint64_t interval_ns
+    uint64_t sampling_ns                   # time spent inside wasmtime_guestprofiler_sample
+    pthread_t last_thread
+    int64_t last_cpu_ns
+    bint have_last
+    uint64_t last_sample_ticks             # the clock's ticks at the last sample: host calls count from it
+    int host_depth                         # wrapped host calls in progress (nested through wasm)
+    uint64_t host_pending[HOST_DEPTH_MAX]  # intervals each of them ran before calling back into wasm
+
+
+cdef class HostCall:
+    """One wrapped host call that earned samples, anchored on a real Wasmtime sample."""
+    cdef readonly uint64_t anchor          # index of the anchor among all Wasmtime samples of the sampler
+    cdef readonly uint64_t samples         # earned by the call itself (0: the anchor only marks its stack)
+    cdef readonly int64_t wall_ns
+    cdef readonly str name                 # "module.name"
+    cdef readonly uint64_t first_nested    # index of the first Wasmtime sample taken while the call ran
+
+
+cdef class Sampler:
+    """One Wasmtime guest profiler attached to one store. Methods hold the GIL."""
+    cdef SamplerState *state
+    cdef Subscription *subscription        # to the shared ticker, while running
+    cdef uint64_t engine_key
+    cdef bint spin_ticker
+    cdef readonly int64_t ticker_interval_ns
+    cdef uint64_t ticks_at_start
+    cdef int64_t started_ns
+    cdef readonly uint64_t ticks_seen      # ticks of the engine's clock while this sampler ran
+    cdef readonly int64_t running_ns       # and for how long it ran
+    cdef bint owns_engine
+    cdef wasm_engine_t *engine
+    cdef list host_calls                   # HostCalls that got samples, until their profile is finished
+    cdef int64_t timeout_left_ns           # what is left of the timeout while stopped (0: none)
+    cdef tuple completed                   # finish()'s (JSON, host calls, Wasmtime's samples), kept
+    cdef str finish_error                  # or why Wasmtime could not write the profile
+
+    cdef host_enter(self)
+    cdef host_exit(self, tuple entered, str name, size_t context_ptr)
+    cdef list take_host_calls(self, uint64_t before)
+    cdef uint64_t read_locked(self, uint64_t *field) noexcept

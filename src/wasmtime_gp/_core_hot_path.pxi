@@ -1,0 +1,107 @@
+# Part of _core.pyx: the hot path. Wasmtime calls on_epoch_deadline on the guest's thread at each tick;
+# it reads only the SamplerState behind its `void *data` (_core.pxd), no Python object, and takes no GIL.
+
+from libc.stdint cimport int64_t, uint64_t
+from libc.stdlib cimport free
+
+from wasmtime_gp._native.atomics cimport gp_load_i64, gp_load_u64
+from wasmtime_gp._native.clock cimport monotonic_ns, thread_cpu_ns
+from wasmtime_gp._native.posix cimport (
+    pthread_equal, pthread_mutex_destroy, pthread_mutex_lock, pthread_mutex_unlock, pthread_self, pthread_t,
+)
+
+# Far enough that a detached store never hits it again: 2**48 ticks is 89 years at 100 kHz.
+cdef uint64_t FAR_DEADLINE_TICKS = 1ULL << 48
+
+
+cdef inline void take_sample(SamplerState *s) noexcept nogil:
+    """Record the store's wasm stack and this thread's CPU time since the last one.
+
+    The guest's thread, lock held: from the epoch callback (no GIL) or host_exit (GIL held).
+    """
+    cdef pthread_t me = pthread_self()
+    cdef int64_t now = thread_cpu_ns()
+    cdef int64_t entered
+    cdef uint64_t delta = 0
+    # A CPU delta is only meaningful against a reading taken on this same thread.
+    if s.have_last and pthread_equal(s.last_thread, me) and now >= s.last_cpu_ns:
+        delta = <uint64_t>(now - s.last_cpu_ns)
+    s.last_thread = me
+    s.last_cpu_ns = now
+    s.have_last = now >= 0
+    entered = monotonic_ns()
+    api.guestprofiler_sample(s.wasmtime_profiler, s.store, delta)
+    s.sampling_ns += <uint64_t>(monotonic_ns() - entered)
+    s.samples += 1
+
+
+cdef inline uint64_t own_ticks(SamplerState *s, int64_t tick_ns) noexcept nogil:
+    """How many of the engine's ticks make one of this sampler's intervals (rounded to the nearest, >= 1).
+
+    The engine's clock ticks at the finest interval of its samplers. Any thread, no GIL.
+    """
+    return max(1, (<int64_t>s.interval_ns + tick_ns // 2) // tick_ns) if tick_ns > 0 else 1
+
+
+cdef wasmtime_error_t *on_epoch_deadline(
+        wasmtime_context_t *context, void *data, uint64_t *epoch_deadline_delta,
+        wasmtime_update_deadline_kind_t *update_kind) noexcept nogil:
+    """Wasmtime calls this on the guest's thread when the store crosses its epoch deadline. No GIL."""
+    cdef SamplerState *s = <SamplerState *>data
+    cdef bint interrupt, timed_out
+    cdef uint64_t ticks, step, since
+    pthread_mutex_lock(&s.lock)
+    s.callbacks += 1
+    if s.wasmtime_profiler != NULL and s.sampling and s.store != NULL and s.subscription != NULL:
+        take_sample(s)
+        ticks = gp_load_u64(&s.subscription.clock.ticks)
+        step = own_ticks(s, gp_load_i64(&s.subscription.clock.interval_ns))
+        # Inside a host call, wasm checks its epoch as soon as it is called back into: the whole
+        # intervals before that were the host function's.
+        since = ticks - s.last_sample_ticks if ticks >= s.last_sample_ticks else 0
+        if 0 < s.host_depth <= HOST_DEPTH_MAX and since >= 2 * step:
+            s.host_pending[s.host_depth - 1] += since // step - 1
+        s.last_sample_ticks = ticks
+        epoch_deadline_delta[0] = step
+    else:
+        # Stopped or finished: no more callbacks until start() sets a near deadline again.
+        epoch_deadline_delta[0] = FAR_DEADLINE_TICKS
+    interrupt = s.interrupt
+    s.interrupt = False
+    timed_out = s.sampling and s.timeout_at_ns != 0 and monotonic_ns() >= s.timeout_at_ns
+    if timed_out:
+        s.timed_out = True
+        s.timeout_at_ns = 0
+    pthread_mutex_unlock(&s.lock)
+    update_kind[0] = WASMTIME_UPDATE_DEADLINE_CONTINUE
+    if timed_out:
+        return api.error_new(b"wasm guest timed out (wasmtime-gp timeout)")
+    if interrupt:
+        return api.error_new(b"interrupted by wasmtime-gp")
+    return NULL
+
+
+cdef void sampler_release(SamplerState *s) noexcept nogil:
+    """Drop one reference; the last one frees the state. Any thread, GIL or not."""
+    cdef int refs
+    cdef wasmtime_guestprofiler_t *orphan = NULL
+    pthread_mutex_lock(&s.lock)
+    s.refs -= 1
+    refs = s.refs
+    if refs == 0:
+        orphan = s.wasmtime_profiler
+        s.wasmtime_profiler = NULL
+    pthread_mutex_unlock(&s.lock)
+    if refs == 0:
+        if orphan != NULL:
+            api.guestprofiler_delete(orphan)
+        pthread_mutex_destroy(&s.lock)
+        free(s)
+
+
+cdef void on_callback_dropped(void *data) noexcept nogil:
+    """Wasmtime calls this when the store is deleted or our callback is replaced. No GIL."""
+    cdef SamplerState *s = <SamplerState *>data
+    pthread_mutex_lock(&s.lock)
+    s.store = NULL
+    s.sampling = False

@@ -1,0 +1,327 @@
+# Part of _core.pyx: Sampler, the Python-facing class over one SamplerState, with the host-call tick
+# arithmetic, and the HostCall records it hands to _host_frames.
+
+from libc.stdint cimport int64_t, uint64_t
+from libc.stdlib cimport calloc
+
+from wasmtime_gp._native.atomics cimport gp_load_i64, gp_load_u64
+from wasmtime_gp._native.clock cimport monotonic_ns, thread_cpu_ns
+from wasmtime_gp._native.posix cimport (
+    pthread_mutex_init, pthread_mutex_lock, pthread_mutex_unlock, pthread_self,
+)
+from wasmtime_gp._ticker cimport Subscription, ticker_subscribe, ticker_unsubscribe
+
+cdef class HostCall:
+    """One wrapped host call that earned samples (its fields are described in _core.pxd)."""
+
+    def __init__(self, uint64_t anchor, uint64_t samples, int64_t wall_ns, str name, uint64_t first_nested):
+        self.anchor = anchor
+        self.samples = samples
+        self.wall_ns = wall_ns
+        self.name = name
+        self.first_nested = first_nested
+
+    def __iter__(self):
+        # Unpacks as the 5-tuple it replaces, until every caller reads the fields by name.
+        return iter((self.anchor, self.samples, self.wall_ns, self.name, self.first_nested))
+
+    def __repr__(self):
+        return (f"HostCall(anchor={self.anchor}, samples={self.samples}, wall_ns={self.wall_ns}, "
+                f"name={self.name!r}, first_nested={self.first_nested})")
+
+
+cdef class Sampler:
+    """One Wasmtime guest profiler attached to one store (fields in _core.pxd). Methods hold the GIL."""
+
+    def __cinit__(self, size_t engine_ptr, uint64_t engine_key, size_t store_ptr, bytes process_name,
+                  uint64_t interval_ns, list modules, bint spin_ticker, int64_t ticker_interval_ns,
+                  int64_t timeout_ns):
+        if not api_bound:
+            raise RuntimeError("the wasmtime C API is not bound")
+        cdef _NewArgs args = _NewArgs(engine_ptr, process_name, interval_ns, modules)
+        self.state = <SamplerState *>calloc(1, sizeof(SamplerState))
+        if self.state == NULL:
+            raise MemoryError()
+        pthread_mutex_init(&self.state.lock, NULL)
+        self.state.refs = 1
+        self.state.interval_ns = interval_ns
+        self.state.store = <wasmtime_store_t *>store_ptr
+        with nogil:
+            self.state.wasmtime_profiler = args.call_new()
+        self.host_calls = []
+        self.timeout_left_ns = timeout_ns
+        self.engine_key = engine_key
+        self.spin_ticker = spin_ticker
+        self.ticker_interval_ns = ticker_interval_ns
+        # Our own reference keeps the engine alive even if wasmtime-py's Engine is closed.
+        if api.engine_clone != NULL:
+            self.engine = api.engine_clone(<const wasm_engine_t *>engine_ptr)
+            self.owns_engine = True
+        else:
+            self.engine = <wasm_engine_t *>engine_ptr
+
+        # The store holds the second reference until it drops our callback.
+        self.state.refs += 1
+        api.store_epoch_deadline_callback(
+            <wasmtime_store_t *>store_ptr, on_epoch_deadline, self.state, on_callback_dropped)
+
+    def __dealloc__(self):
+        cdef wasmtime_guestprofiler_t *unfinished = NULL
+        if self.state != NULL:
+            self.stop()
+            pthread_mutex_lock(&self.state.lock)
+            unfinished = self.state.wasmtime_profiler
+            self.state.wasmtime_profiler = NULL
+            pthread_mutex_unlock(&self.state.lock)
+            if unfinished != NULL:
+                api.guestprofiler_delete(unfinished)
+            sampler_release(self.state)
+            self.state = NULL
+        if self.owns_engine and self.engine != NULL:
+            api.engine_delete(self.engine)
+            self.engine = NULL
+
+    # start(), stop() and finish() run no Python code, so a Python signal handler cannot run in the middle
+    # of one (it runs between bytecodes of the main thread); each is idempotent.
+
+    def start(self, size_t context_ptr) -> bool:
+        """Begin sampling; False if finished (nothing to start). A no-op while running.
+
+        With a timeout left, the guest traps once that much wall-clock time has passed from now.
+        """
+        cdef SamplerState *s = self.state
+        cdef Subscription *subscription
+        cdef int64_t timeout_ns = self.timeout_left_ns
+        if self.completed is not None or self.finish_error is not None:
+            return False
+        if self.subscription != NULL:
+            return True
+        subscription = ticker_subscribe(
+            self.engine_key, self.engine, self.ticker_interval_ns, self.spin_ticker)
+        if subscription == NULL:
+            raise OSError("could not start the ticker thread")
+        self.subscription = subscription
+        self.ticks_at_start = gp_load_u64(&subscription.clock.ticks)
+        self.started_ns = monotonic_ns()
+        pthread_mutex_lock(&s.lock)
+        s.subscription = subscription
+        s.sampling = s.store != NULL and s.wasmtime_profiler != NULL
+        s.timeout_at_ns = monotonic_ns() + timeout_ns if timeout_ns > 0 else 0
+        s.last_thread = pthread_self()
+        s.last_cpu_ns = thread_cpu_ns()
+        s.have_last = s.last_cpu_ns >= 0
+        s.last_sample_ticks = self.ticks_at_start
+        pthread_mutex_unlock(&s.lock)
+        if self.store_attached:
+            # Stopped, the store waited at a far deadline; sample from the next tick on.
+            api.context_set_epoch_deadline(<wasmtime_context_t *>context_ptr, 1)
+        return True
+
+    @property
+    def running(self) -> bool:
+        return self.subscription != NULL
+
+    @property
+    def finished(self) -> bool:
+        return self.completed is not None or self.finish_error is not None
+
+    def interrupt(self) -> None:
+        """Trap the guest at its next epoch check (after taking that sample). Safe from any thread."""
+        pthread_mutex_lock(&self.state.lock)
+        self.state.interrupt = True
+        pthread_mutex_unlock(&self.state.lock)
+        # One tick of our own: the deadline may be far (stopped) or the ticker slow.
+        api.engine_increment_epoch(self.engine)
+
+    def after_fork_in_child(self) -> None:
+        """In a forked child: stop without the ticker thread, which the child does not have (one thread runs).
+
+        The sampler's lock may have been held by a thread that did not survive the fork: it is made anew.
+        """
+        pthread_mutex_init(&self.state.lock, NULL)
+        self.state.sampling = False
+        self.state.subscription = NULL
+        self.state.timeout_at_ns = 0
+        self.state.host_depth = 0
+        if self.subscription != NULL:
+            ticker_unsubscribe(self.subscription)  # made in the parent: only freed
+            self.subscription = NULL
+
+    def stop(self) -> bool:
+        """Stop sampling and leave the ticker, keeping what is left of the timeout; whether it was running."""
+        cdef Subscription *subscription = self.subscription
+        pthread_mutex_lock(&self.state.lock)
+        if self.state.timeout_at_ns != 0:
+            self.timeout_left_ns = max(1, self.state.timeout_at_ns - monotonic_ns())
+        self.state.timeout_at_ns = 0
+        self.state.sampling = False
+        self.state.subscription = NULL
+        pthread_mutex_unlock(&self.state.lock)
+        if subscription != NULL:
+            self.subscription = NULL
+            self.ticks_seen += gp_load_u64(&subscription.clock.ticks) - self.ticks_at_start
+            self.running_ns += monotonic_ns() - self.started_ns
+            with nogil:
+                ticker_unsubscribe(subscription)
+            return True
+        return False
+
+    def finish(self) -> tuple:
+        """Stop, finish the wasmtime profiler; return (its JSON, the host calls anchored in it, Wasmtime's
+        sample count). Kept: every later call returns the same. RuntimeError if Wasmtime failed."""
+        cdef wasmtime_guestprofiler_t *p
+        if self.completed is None and self.finish_error is None:
+            self.stop()
+            pthread_mutex_lock(&self.state.lock)
+            p = self.state.wasmtime_profiler
+            self.state.wasmtime_profiler = NULL
+            end = self.state.samples
+            pthread_mutex_unlock(&self.state.lock)
+            if p == NULL:
+                self.finish_error = "the profiler was already finished"
+            else:
+                try:
+                    self.completed = (finish_profiler(p), self.take_host_calls(end), end)
+                except RuntimeError as exc:
+                    self.finish_error = str(exc)
+        if self.finish_error is not None:
+            raise RuntimeError(self.finish_error)
+        return self.completed
+
+    def rotate(self, bytes process_name, list modules) -> tuple:
+        """Swap in a new wasmtime profiler and finish the old one; return (its JSON, the host calls anchored
+        in it, Wasmtime's samples so far).
+
+        The swap happens under the sampler's lock, so every sample lands in exactly one profile.
+        Any thread; the modules must be open (the caller checks).
+        """
+        cdef _NewArgs args = _NewArgs(<size_t>self.engine, process_name, self.state.interval_ns, modules)
+        cdef wasmtime_guestprofiler_t *fresh
+        cdef wasmtime_guestprofiler_t *old
+        cdef uint64_t samples
+        with nogil:
+            fresh = args.call_new()
+        pthread_mutex_lock(&self.state.lock)
+        old = self.state.wasmtime_profiler
+        if old != NULL:
+            self.state.wasmtime_profiler = fresh
+        samples = self.state.samples
+        pthread_mutex_unlock(&self.state.lock)
+        if old == NULL:
+            api.guestprofiler_delete(fresh)
+            raise RuntimeError("the profiler was already finished")
+        return finish_profiler(old), self.take_host_calls(samples), samples
+
+    # -- host calls (see host_calls.py): entered and left on the guest's thread, GIL held
+
+    def host_call(self, function, tuple args, str name, size_t context_ptr):
+        """Call a wrapped host function on the guest's thread, its time recorded as a host call."""
+        entered = self.host_enter()
+        if entered is None:
+            return function(*args)
+        try:
+            return function(*args)
+        finally:
+            self.host_exit(entered, name, context_ptr)
+
+    cdef host_enter(self):
+        """A host function starts: return what host_exit() needs, or None when not sampling."""
+        cdef SamplerState *s = self.state
+        if self.subscription == NULL:
+            return None
+        pthread_mutex_lock(&s.lock)
+        samples = s.samples
+        if s.host_depth < HOST_DEPTH_MAX:
+            s.host_pending[s.host_depth] = 0
+        s.host_depth += 1
+        pthread_mutex_unlock(&s.lock)
+        return (monotonic_ns(), samples)
+
+    cdef host_exit(self, tuple entered, str name, size_t context_ptr):
+        """A host function returns (or raises): give it the samples of the intervals it spanned.
+
+        Every whole interval since the last sample (before the call, or in wasm it called back into) is
+        the call's. One real sample, taken here while the caller's wasm frames are still on the stack,
+        anchors them (_host_frames.py adds the rest), and the caller's next epoch deadline is set here.
+        """
+        cdef SamplerState *s = self.state
+        cdef Subscription *subscription = self.subscription
+        cdef int64_t ended = monotonic_ns()
+        cdef int64_t started = entered[0]
+        cdef uint64_t samples_before = entered[1]
+        cdef uint64_t ticks = 0, step = 1, since, own, pending = 0, nested, anchor
+        if subscription != NULL:
+            ticks = gp_load_u64(&subscription.clock.ticks)
+            step = own_ticks(s, gp_load_i64(&subscription.clock.interval_ns))
+        pthread_mutex_lock(&s.lock)
+        if s.host_depth > 0:  # 0 after a fork from inside a host call: the child starts the count afresh
+            s.host_depth -= 1
+            if s.host_depth < HOST_DEPTH_MAX:
+                pending = s.host_pending[s.host_depth]
+        if (subscription == NULL or not (s.sampling and s.wasmtime_profiler != NULL and s.store != NULL)
+                or s.samples < samples_before):
+            pthread_mutex_unlock(&s.lock)
+            return
+        since = ticks - s.last_sample_ticks if ticks >= s.last_sample_ticks else 0
+        own = since // step
+        nested = s.samples - samples_before
+        if own + pending == 0 and nested == 0:
+            pthread_mutex_unlock(&s.lock)
+            return
+        anchor = s.samples
+        take_sample(s)
+        # The anchor is one of the call's samples; without samples of its own it only marks the stack.
+        s.host_extra += <int64_t>(own + pending) - 1
+        # Keep the part of an interval not yet sampled, and have the caller's wasm sample when it is
+        # up: without this, it would take a sample for ticks just given to this call.
+        s.last_sample_ticks += own * step
+        pthread_mutex_unlock(&s.lock)
+        if own:
+            api.context_set_epoch_deadline(<wasmtime_context_t *>context_ptr, step - (since - own * step))
+        self.host_calls.append(HostCall(anchor, own + pending, ended - started, name, samples_before))
+
+    cdef list take_host_calls(self, uint64_t before):
+        """Remove and return the host calls whose anchor sample has an index below `before`."""
+        taken = [call for call in self.host_calls if (<HostCall>call).anchor < before]
+        self.host_calls = [call for call in self.host_calls if (<HostCall>call).anchor >= before]
+        return taken
+
+    cdef uint64_t read_locked(self, uint64_t *field) noexcept:
+        """One field of the state, read under its lock (GIL held)."""
+        cdef uint64_t value
+        pthread_mutex_lock(&self.state.lock)
+        value = field[0]
+        pthread_mutex_unlock(&self.state.lock)
+        return value
+
+    @property
+    def sample_count(self) -> int:
+        """Samples taken so far, host-call samples included."""
+        pthread_mutex_lock(&self.state.lock)
+        value = self.state.samples + self.state.host_extra
+        pthread_mutex_unlock(&self.state.lock)
+        return value
+
+    @property
+    def wasmtime_sample_count(self) -> int:
+        """Samples in Wasmtime's tables (across rotations): the index the next one will have."""
+        return self.read_locked(&self.state.samples)
+
+    @property
+    def sampling_ns(self) -> int:
+        return self.read_locked(&self.state.sampling_ns)
+
+    @property
+    def timed_out(self) -> bool:
+        pthread_mutex_lock(&self.state.lock)
+        value = self.state.timed_out
+        pthread_mutex_unlock(&self.state.lock)
+        return value
+
+    @property
+    def store_attached(self) -> bool:
+        """False once the store was deleted or another epoch-deadline callback replaced ours."""
+        pthread_mutex_lock(&self.state.lock)
+        attached = self.state.store != NULL
+        pthread_mutex_unlock(&self.state.lock)
+        return attached
