@@ -105,3 +105,5 @@ cdef void on_callback_dropped(void *data) noexcept nogil:
     pthread_mutex_lock(&s.lock)
     s.store = NULL
     s.sampling = False
+    pthread_mutex_unlock(&s.lock)
+    sampler_release(s)
