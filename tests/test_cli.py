@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from wasmtime_gp import Profile
-from wasmtime_gp._cli_view import firefox_profiler_address, serve
-from wasmtime_gp.cli import parse_interval
+from wasmtime_gp.cli.common import parse_interval
+from wasmtime_gp.cli.view import firefox_profiler_address, serve
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "src" / "wasmtime_gp" / "example" / "guest.wat"
 

@@ -35,3 +35,11 @@ class ProfileFormatError(GuestProfilerError, ValueError):
 
 class WasmtimeABIError(GuestProfilerError, ImportError):
     """The installed wasmtime-py does not provide the C API this package binds."""
+
+
+class CommandError(GuestProfilerError):
+    """A command-line problem to report as one line on stderr; `exit_code` is the exit status (2: bad input)."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -12,25 +12,40 @@ from typing import Any
 import wasmtime
 
 from wasmtime_gp import report
+from wasmtime_gp._errors import CommandError
 from wasmtime_gp._symbols import module_name
-from wasmtime_gp.cli import CommandError
+from wasmtime_gp.cli.common import existing_file, parse_interval, profiling_engine
 from wasmtime_gp.profiler import GuestProfiler
 
 INTERRUPT_GRACE = 2.0  # seconds to wait for the guest to reach an epoch check after Ctrl-C
 LIVE_LINE_PERIOD = 0.25
 
 
-def _engine() -> wasmtime.Engine:
-    config = wasmtime.Config()
-    config.epoch_interruption = True
-    return wasmtime.Engine(config)
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    """Add `run` and its options to `subparsers`; return its parser."""
+    parser = subparsers.add_parser("run", help="run a module under the profiler and write its profile")
+    parser.add_argument("module", type=Path, help="a .wasm or .wat file: a WASI command, or use --invoke")
+    parser.add_argument("--invoke", metavar="FUNC", help="call this exported function instead of _start")
+    parser.add_argument(
+        "--interval", type=parse_interval, default=1e-3, help="sampling interval: 1ms, 100us, ..."
+    )
+    parser.add_argument("-o", "--output", type=Path, help="profile file (default: MODULE.profile.json)")
+    parser.add_argument(
+        "--dir", action="append", default=[], metavar="HOST::GUEST", help="preopen a directory"
+    )
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="K=V", help="set a guest environment variable"
+    )
+    parser.add_argument("--top", type=int, default=10, help="functions in the summary printed at the end")
+    parser.add_argument(
+        "args", nargs="*", help="the guest's arguments (put them after -- if they start with -)"
+    )
+    return parser
 
 
 def _load(engine: wasmtime.Engine, path: Path) -> tuple[wasmtime.Module, bytes | None]:
     """The module, and its binary when it is one (it may carry DWARF); text modules have none."""
-    if not path.is_file():
-        raise CommandError(f"{path}: no such file")
-    data = path.read_bytes()
+    data = existing_file(path).read_bytes()
     try:
         if path.suffix == ".wat" or not data.startswith(b"\0asm"):
             return wasmtime.Module(engine, data.decode("utf-8")), None
@@ -83,9 +98,13 @@ def _invocation(
     return func, values
 
 
-def run_command(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """Run the guest under the profiler and save its profile whatever happens.
+
+    Returns the exit code: the guest's own, 1 if it trapped, 130 on Ctrl-C.
+    """
     output = args.output or args.module.with_suffix(".profile.json")
-    engine = _engine()
+    engine = profiling_engine()
     module, binary = _load(engine, args.module)
     store = wasmtime.Store(engine)
     store.set_wasi(_wasi(args))

@@ -9,7 +9,8 @@ import urllib.parse
 import webbrowser
 from pathlib import Path
 
-from wasmtime_gp.cli import CommandError, load_profile
+from wasmtime_gp._errors import CommandError
+from wasmtime_gp.cli.common import load_profile
 from wasmtime_gp.exports import to_html
 
 FIREFOX_PROFILER = "https://profiler.firefox.com"
@@ -50,10 +51,28 @@ def serve(
 
 
 def firefox_profiler_address(profile_url: str) -> str:
+    """The Firefox Profiler's address that loads the profile served at `profile_url`."""
     return f"{FIREFOX_PROFILER}/from-url/{urllib.parse.quote(profile_url, safe='')}"
 
 
-def view_command(args: argparse.Namespace) -> int:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    """Add `view` and its options to `subparsers`; return its parser."""
+    parser = subparsers.add_parser(
+        "view", help="open a profile in the Firefox Profiler (served from localhost)"
+    )
+    parser.add_argument("profile", type=Path)
+    parser.add_argument(
+        "--offline", action="store_true", help="open the HTML flame graph instead (no network)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=0, help="port for the local server (default: any free one)"
+    )
+    parser.add_argument("--no-browser", action="store_true", help="only print the address")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve the profile until Ctrl-C and open it in a browser (unless --no-browser); return the exit code."""
     profile = load_profile(args.profile)  # refuses what is not a profile, before serving anything
     if args.offline:
         body, name, content_type = to_html(profile).encode(), Path(args.profile).stem + ".html", "text/html"
