@@ -103,3 +103,13 @@ def test_memory_stays_flat_over_many_rotations(chain, spins_for):
           f"{sum(counts)} samples")  # fmt: skip
     assert rotations > 100
     assert after - before < 4 * 2**20
+
+
+def test_every_profiler_keyword_goes_through(chain):
+    # debug_info and timeout reach the GuestProfiler underneath (they were dropped once).
+    with pytest.raises(ProfilerValueError, match="debug_info names module 'elsewhere'"):
+        ContinuousProfiler(chain.store, [chain.module], sink=print, debug_info={"elsewhere": b"\0asm"})
+    continuous = ContinuousProfiler(chain.store, [chain.module], sink=print, timeout=1e-3, interval=0.0005)
+    with pytest.raises(Exception, match="timed out"), continuous:
+        chain.call("run", 10**12)
+    assert continuous.profiler.timed_out

@@ -19,6 +19,7 @@ from wasmtime_gp import (
     Profile,
     ProfilerTypeError,
     ProfilerValueError,
+    _registry,
     _test_utils,
     host_calls,
 )
@@ -214,11 +215,11 @@ def test_without_a_running_profiler_calls_pass_straight_through():
     app = App(slow_seconds=0.0)
     assert app("many", 1000) == 500
     profiler = app.profiler()
-    assert not host_calls.running
+    assert not _registry.running
     profiler.start()
-    assert host_calls.running
+    assert _registry.running
     profiler.stop()
-    assert not host_calls.running
+    assert not _registry.running
     app("work", 3, 1)  # stopped: nothing recorded
     assert profiler.profile().host_sample_count == 0
 
@@ -227,10 +228,10 @@ def test_a_running_profiler_dropped_without_stop_still_stops():
     app = App(slow_seconds=0.0)
     profiler = app.profiler()
     profiler.start()
-    assert host_calls.running and _test_utils.ticker_thread_is_running()
+    assert _registry.running and _test_utils.ticker_thread_is_running()
     del profiler
     gc.collect()
-    assert not host_calls.running
+    assert not _registry.running
     assert not _test_utils.ticker_thread_is_running()
     assert app("many", 100) == 50  # the wrapped functions go on working
 

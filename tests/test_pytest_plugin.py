@@ -103,6 +103,28 @@ def test_the_ini_key_turns_it_on(pytester):
     assert len(_profiles_in(pytester.path / "from-ini")) == 2
 
 
+def test_the_fixture_forwards_every_profiler_keyword(pytester):
+    write_tests(
+        pytester,
+        """
+        from wasmtime_gp import ProfilerValueError
+
+        def test_debug_info_reaches_the_profiler(wasm_profiler):
+            store, module, run = guest()
+            with pytest.raises(ProfilerValueError, match="debug_info names module 'elsewhere'"):
+                with wasm_profiler(store, [module], debug_info={"elsewhere": b"\\0asm"}):
+                    pass
+
+        def test_an_unknown_keyword_is_refused(wasm_profiler):
+            store, module, run = guest()
+            with pytest.raises(TypeError, match="colour"):
+                with wasm_profiler(store, [module], colour="red"):
+                    pass
+        """,
+    )
+    pytester.runpytest_subprocess().assert_outcomes(passed=2)
+
+
 def test_the_interval_marker_sets_the_fixtures_interval(pytester):
     write_tests(
         pytester,

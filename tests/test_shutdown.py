@@ -14,7 +14,7 @@ from pathlib import Path
 from conftest import run_isolated
 
 from wasmtime_gp import Profile
-from wasmtime_gp.continuous import EXIT_TIMEOUT
+from wasmtime_gp._registry import EXIT_TIMEOUT
 
 PRELUDE = """
 import os, signal, sys, threading, time

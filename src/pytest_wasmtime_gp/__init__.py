@@ -80,7 +80,8 @@ def _file_stem(nodeid: str) -> str:
 
 @pytest.fixture
 def wasm_profiler(request: pytest.FixtureRequest) -> Callable[..., Any]:
-    """`with wasm_profiler(store, modules, interval=...) as p:` profiles the guest calls inside the block.
+    """`with wasm_profiler(store, modules, **GuestProfiler keywords) as p:` profiles the guest calls inside the
+    block (the interval defaults to the wasm_profile marker's, the name to the test's id).
 
     With --wasm-profile the profile is written to DIR when the block ends; either way `p.profile()`
     gives it afterwards, to assert on.
@@ -95,21 +96,13 @@ def wasm_profiler(request: pytest.FixtureRequest) -> Callable[..., Any]:
     paths = item.stash.setdefault(_paths, [])
 
     @contextmanager
-    def profile(
-        store: Any,
-        modules: Any,
-        *,
-        interval: float | None = None,
-        name: str | None = None,
-        timeout: float | None = None,
-    ) -> Iterator[GuestProfiler]:
-        profiler = GuestProfiler(
-            store,
-            modules,
-            interval=default_interval if interval is None else interval,
-            name=item.nodeid if name is None else name,
-            timeout=timeout,
-        )
+    def profile(store: Any, modules: Any, **options: Any) -> Iterator[GuestProfiler]:
+        # Every GuestProfiler keyword (debug_info, timeout, ...) goes through; two have this test's defaults.
+        if options.get("interval") is None:
+            options["interval"] = default_interval
+        if options.get("name") is None:
+            options["name"] = item.nodeid
+        profiler = GuestProfiler(store, modules, **options)
         profilers.append(profiler)
         try:
             with profiler:

@@ -1,5 +1,6 @@
 """wasmtime-gp: GIL-free, high-frequency guest profiling for wasmtime-py."""
 
+from wasmtime_gp import host_calls  # a documented module: `wasmtime_gp.host_calls` after `import wasmtime_gp`
 from wasmtime_gp._errors import (
     ClosedObjectError,
     EngineConfigError,
@@ -34,4 +35,5 @@ __all__ = [
     "RotatedProfile",
     "Sample",
     "WasmtimeABIError",
+    "host_calls",
 ]

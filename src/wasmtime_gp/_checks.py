@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import weakref
 from collections.abc import Sequence
@@ -186,7 +187,33 @@ def _panic_message(child_stderr: str) -> str:
     return "it aborted"
 
 
-def utf8(text: object, what: str) -> bytes:
+def seconds(value: object, what: str, low: float = 0.0, high: float = 1e9) -> float:
+    """A duration argument: a real number of seconds in (low or 0, high]. Wrong type: ProfilerTypeError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ProfilerTypeError(f"{what} must be a number of seconds, not {type(value).__name__}")
+    try:
+        result = float(value)
+    except OverflowError:
+        raise ProfilerValueError(f"{what} must be at most {high:g} s, not {value!r}") from None
+    if not math.isfinite(result) or result <= 0:
+        raise ProfilerValueError(f"{what} must be a positive, finite number of seconds, not {value!r}")
+    if result < low:
+        raise ProfilerValueError(f"{what} must be at least {low:g} s, not {value!r}")
+    if result > high:
+        raise ProfilerValueError(f"{what} must be at most {high:g} s, not {value!r}")
+    return result
+
+
+def count(value: object, what: str, low: int = 1) -> int:
+    """A count argument: an int of at least `low`. Wrong type (a bool included): ProfilerTypeError."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ProfilerTypeError(f"{what} must be an int, not {type(value).__name__}")
+    if value < low:
+        raise ProfilerValueError(f"{what} must be at least {low}, not {value}")
+    return value
+
+
+def encode_name(text: object, what: str) -> bytes:
     """A name as UTF-8, as Wasmtime and the profile's JSON need it; anything else is refused here."""
     if not isinstance(text, str):
         raise ProfilerTypeError(f"{what} must be a str, not {type(text).__name__}")

@@ -13,28 +13,22 @@ only to know its depth; that sample is removed again and its CPU time given to t
 from __future__ import annotations
 
 import bisect
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import Any
 
 from wasmtime_gp import _fxprof
+from wasmtime_gp._core import HostCall
 from wasmtime_gp.profile import HOST_MODULE, HOST_PREFIX  # the resource and name prefix of every host frame
 
 HOST_CATEGORY = {"name": "Host", "color": "orange", "subcategories": ["Other"]}
 MARKER_TYPE = "HostCall"
 
 
-class HostCall(NamedTuple):
-    anchor: int  # index of the anchor sample among all Wasmtime samples of the profiler (across rotations)
-    samples: int  # samples the call earned itself (0: the anchor only marks its stack)
-    wall_ns: int
-    name: str  # "module.name"
-    first_nested: int  # index of the first Wasmtime sample taken while the call ran
-
-
 def frame_name(name: str) -> str:
     return HOST_PREFIX + name
 
 
-def splice(raw: dict[str, Any], calls: list[HostCall], base: int) -> int:
+def splice(raw: dict[str, Any], calls: Sequence[HostCall], base: int) -> int:
     """Write `calls` into the profile; return its sample count. `base`: the index of its first sample."""
     table = _Tables(raw)
     samples = table.thread["samples"]

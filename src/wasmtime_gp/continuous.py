@@ -7,16 +7,12 @@ finishes the old one, attaches the labels, and hands it to a sink: a callable, o
 
 from __future__ import annotations
 
-import atexit
-import json
-import math
 import os
 import queue
 import re
 import threading
 import time
 import warnings
-import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,34 +21,16 @@ from typing import Union
 
 import wasmtime
 
-from wasmtime_gp import _checks, _files
+from wasmtime_gp import _checks, _files, _fxprof, _registry
 from wasmtime_gp._errors import ProfilerStateError, ProfilerTypeError, ProfilerValueError
+from wasmtime_gp._symbols import WasmSource
 from wasmtime_gp.profile import Profile
 from wasmtime_gp.profiler import GuestProfiler, ModulesArg
 
-LABELS_KEY = "wasmtimeGpLabels"  # where labels go in the profile's meta object
 _POLL = 0.05  # at most this many seconds between sample-count checks when max_samples is set
-# How long stop() and close() wait for the sink to take the last slice, and the interpreter's exit waits for
-# every running ContinuousProfiler's last slice, all together: a sink that blocks must not hang either.
+# How long stop() and close() wait for the sink to take the last slice: a sink that blocks must not hang them.
+# (At exit, _registry.EXIT_TIMEOUT bounds the wait for all of them together.)
 DELIVERY_TIMEOUT = 10.0
-EXIT_TIMEOUT = 5.0
-
-# Every ContinuousProfiler not yet closed: at exit each delivers its last slice; in a forked child each is
-# detached (its samples are the parent's to deliver).
-_open: weakref.WeakSet[ContinuousProfiler] = weakref.WeakSet()
-
-
-def with_labels(data: bytes, labels: Mapping[str, str]) -> bytes:
-    """The Firefox profile JSON with `labels` added to its meta object."""
-    if not labels:
-        return data
-    entry = json.dumps({LABELS_KEY: dict(labels)}, ensure_ascii=False)[1:-1].encode()
-    prefix = b'{"meta":{'
-    if data.startswith(prefix):  # how Wasmtime writes it: splice instead of re-encoding a large document
-        return prefix + entry + b"," + data[len(prefix) :]
-    document = json.loads(data)
-    document["meta"][LABELS_KEY] = dict(labels)
-    return json.dumps(document, ensure_ascii=False).encode()
 
 
 @dataclass(frozen=True)
@@ -109,32 +87,27 @@ class ContinuousProfiler:
         keep: int | None = None,
         labels: Mapping[str, str] | None = None,
         name: str | None = None,
+        timeout: float | None = None,
+        debug_info: Mapping[str | wasmtime.Module, WasmSource] | None = None,
     ) -> None:
-        if period is not None and (isinstance(period, bool) or not isinstance(period, (int, float))):
-            raise ProfilerTypeError(
-                f"period must be a number of seconds or None, not {type(period).__name__}"
-            )
-        if period is not None and not (math.isfinite(period) and period > 0):
-            raise ProfilerValueError(f"period must be a positive number of seconds, not {period!r}")
-        if max_samples is not None and (isinstance(max_samples, bool) or not isinstance(max_samples, int)):
-            raise ProfilerTypeError("max_samples must be an int or None")
-        if max_samples is not None and max_samples < 1:
-            raise ProfilerValueError(f"max_samples must be at least 1, not {max_samples}")
+        period = None if period is None else _checks.seconds(period, "period")
+        max_samples = None if max_samples is None else _checks.count(max_samples, "max_samples")
+        keep = None if keep is None else _checks.count(keep, "keep")
         if period is None and max_samples is None:
             raise ProfilerValueError("give a period, max_samples, or both: otherwise nothing would rotate")
-        if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
-            raise ProfilerValueError(f"keep must be a positive int or None, not {keep!r}")
         self.labels = {str(k): str(v) for k, v in (labels or {}).items()}
         for key, value in self.labels.items():  # they go into every profile's JSON and pprof strings
-            _checks.utf8(key, "label name")
-            _checks.utf8(value, f"label {key!r}")
-        self._profiler = GuestProfiler(store, modules, interval=interval, name=name)
+            _checks.encode_name(key, "label name")
+            _checks.encode_name(value, f"label {key!r}")
+        self._profiler = GuestProfiler(
+            store, modules, interval=interval, name=name, timeout=timeout, debug_info=debug_info
+        )
         if callable(sink):
             if keep is not None:
                 raise ProfilerValueError("keep applies to a directory sink, not to a callable")
             self._sink: Callable[[RotatedProfile], object] = sink
         elif isinstance(sink, (str, os.PathLike)):
-            self._sink = DirectorySink(sink, self._profiler._process_name.decode(), keep)
+            self._sink = DirectorySink(sink, self._profiler.process_name, keep)
         else:
             raise ProfilerTypeError(f"sink must be a callable or a directory path, not {type(sink).__name__}")
         self.period = period
@@ -148,7 +121,7 @@ class ContinuousProfiler:
         self._rotation: _Rotation | None = None
         self._closing = False
         self._inherited = False  # made in the parent of this forked process
-        _open.add(self)
+        _registry.track_continuous(self)
 
     def _make_locks(self) -> None:
         # Re-entrant, so that a signal handler on a thread inside one of these methods can call them too.
@@ -218,7 +191,7 @@ class ContinuousProfiler:
         """
         with self._control:
             self._closing = True
-            _open.discard(self)
+            _registry.untrack_continuous(self)
             delivered = self.stop(timeout)
             if delivered:
                 self._finish_profiler()
@@ -245,10 +218,10 @@ class ContinuousProfiler:
     def _rotate_locked(self) -> None:
         if self._inherited:
             return  # the parent delivers these samples
-        data, sample_count = self._profiler._rotate()
+        data, sample_count = self._profiler.rotate()
         ended = time.time()
         rotated = RotatedProfile(
-            data=with_labels(data, self.labels),
+            data=_fxprof.with_labels(data, self.labels),
             sequence=self._sequence,
             started=self._slice_started,
             ended=ended,
@@ -292,6 +265,11 @@ class ContinuousProfiler:
             self.rotate()
         except ProfilerStateError:
             pass  # closed meanwhile (a timed-out close, or a signal handler): nothing left to deliver
+
+    def _close_at_exit(self, timeout: float) -> None:
+        """The interpreter is exiting: deliver the last slice if running (this process's own only)."""
+        if not self._inherited:
+            self.close(timeout=timeout)
 
     def _after_fork_in_child(self) -> None:
         """The rotation thread did not survive the fork, and its locks may have been held there."""
@@ -353,20 +331,3 @@ def _stopped(stop: queue.SimpleQueue[None], timeout: float | None) -> bool:
     except queue.Empty:
         return False
     return True
-
-
-def _after_fork_in_child() -> None:
-    for continuous in list(_open):
-        continuous._after_fork_in_child()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-@atexit.register
-def _deliver_the_last_slices() -> None:
-    """At interpreter exit, every running ContinuousProfiler delivers its last slice: EXIT_TIMEOUT s in all."""
-    deadline = time.monotonic() + EXIT_TIMEOUT
-    for continuous in list(_open):
-        if not continuous._inherited:
-            continuous.close(timeout=max(0.0, deadline - time.monotonic()))

@@ -21,11 +21,11 @@ from typing import Any
 
 import wasmtime
 
-from wasmtime_gp import _checks, _core, _wasmtime_py
+from wasmtime_gp import _checks, _registry, _wasmtime_py
 from wasmtime_gp._errors import ProfilerTypeError
 
-# The running profilers' native halves, by the address of their store's context. Filled by GuestProfiler.
-running: dict[int, _core.Sampler] = {}
+# The running samplers by the address of their store's context (one lookup per call; _registry fills it).
+_running = _registry.running
 
 _INSTRUMENTED = "_wasmtime_gp_host_calls"
 
@@ -35,13 +35,13 @@ def _linker_host_call(function: Callable[..., Any], name: str, pass_caller: bool
 
     def host_call(caller: wasmtime.Caller, *params: Any) -> Any:
         args = (caller, *params) if pass_caller else params
-        if not running:  # no profiler anywhere: just the call
+        if not _running:  # no profiler anywhere: just the call
             return function(*args)
         context = _wasmtime_py.caller_context_address(caller)
-        native = running.get(context)
-        if native is None:
+        sampler = _running.get(context)
+        if sampler is None:
             return function(*args)
-        return native.host_call(function, args, name, context)
+        return sampler.host_call(function, args, name, context)
 
     return functools.wraps(function)(host_call)
 
@@ -88,13 +88,13 @@ def func(
     if not callable(function):
         raise ProfilerTypeError(f"function must be callable, not {type(function).__name__}")
     label = getattr(function, "__qualname__", repr(function)) if name is None else name
-    _checks.utf8(label, "name")  # it goes into the profile's JSON
+    _checks.encode_name(label, "name")  # it goes into the profile's JSON
     context = _wasmtime_py.context_address(store)
 
     def host_call(*args: Any) -> Any:
-        native = running.get(context) if running else None
-        if native is None:
+        sampler = _running.get(context) if _running else None
+        if sampler is None:
             return function(*args)
-        return native.host_call(function, args, label, context)
+        return sampler.host_call(function, args, label, context)
 
     return wasmtime.Func(store, ty, functools.wraps(function)(host_call), access_caller)

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import atexit
 import json
-import math
 import os
 import threading
 import warnings
-import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -16,7 +13,7 @@ from typing import Any, Union
 
 import wasmtime
 
-from wasmtime_gp import _checks, _core, _files, _host_frames, _symbols, _wasmtime_py, host_calls
+from wasmtime_gp import _checks, _core, _files, _host_frames, _registry, _symbols, _wasmtime_py
 from wasmtime_gp._abi import WASMTIME_MAJOR
 from wasmtime_gp._errors import (
     GuestProfilerError,
@@ -46,34 +43,6 @@ STARVATION_MIN_RUNNING = 0.25  # seconds
 FRAMELESS_MIN_SAMPLES = 20
 FRAMELESS_SHARE = 0.9
 
-# Stores that have an unfinished profiler, by store address: a store has one epoch callback.
-_profilers_by_store: weakref.WeakValueDictionary[int, GuestProfiler] = weakref.WeakValueDictionary()
-_registry_lock = threading.RLock()  # re-entrant: a signal handler may make a profiler while we do
-
-
-def _check_interval(interval: object) -> float:
-    if isinstance(interval, bool) or not isinstance(interval, (int, float)):
-        raise ProfilerTypeError(f"interval must be a number of seconds, not {type(interval).__name__}")
-    try:
-        seconds = float(interval)
-    except OverflowError:
-        raise ProfilerValueError(f"interval must be at most {MAX_INTERVAL:g} s, not {interval!r}") from None
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ProfilerValueError(f"interval must be a positive, finite number of seconds, not {interval!r}")
-    if seconds < MIN_INTERVAL:
-        raise ProfilerValueError(f"interval must be at least {MIN_INTERVAL} s (1 us), not {interval!r}")
-    if seconds > MAX_INTERVAL:
-        raise ProfilerValueError(f"interval must be at most {MAX_INTERVAL:g} s, not {interval!r}")
-    return seconds
-
-
-def _check_timeout(timeout: object) -> float:
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise ProfilerTypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
-    if not (math.isfinite(timeout) and 0 < timeout < 1e9):
-        raise ProfilerValueError(f"timeout must be a positive, finite number of seconds, not {timeout!r}")
-    return float(timeout)
-
 
 def _refuse_component(candidate: object) -> None:
     if _wasmtime_py.is_component(candidate):
@@ -85,7 +54,7 @@ def _refuse_component(candidate: object) -> None:
         )
 
 
-def _named_modules(modules: object) -> list[tuple[bytes, wasmtime.Module]]:
+def _normalise_modules(modules: object) -> list[tuple[bytes, wasmtime.Module]]:
     """Normalise the `modules` argument to (UTF-8 name, Module) pairs."""
     _refuse_component(modules)
     if isinstance(modules, Mapping):
@@ -118,7 +87,7 @@ def _named_modules(modules: object) -> list[tuple[bytes, wasmtime.Module]]:
         if not isinstance(module, wasmtime.Module):
             raise ProfilerTypeError(f"module {name!r} must be a wasmtime.Module, not {type(module).__name__}")
         _wasmtime_py.module_address(module)
-        named.append((_checks.utf8(name, "module name"), module))
+        named.append((_checks.encode_name(name, "module name"), module))
     return named
 
 
@@ -145,10 +114,10 @@ class GuestProfiler:
     ) -> None:
         if not isinstance(store, wasmtime.Store):
             raise ProfilerTypeError(f"store must be a wasmtime.Store, not {type(store).__name__}")
-        self._interval = _check_interval(interval)
-        timeout_ns = 0 if timeout is None else round(_check_timeout(timeout) * 1e9)
-        named = _named_modules(modules)
-        process_name = named[0][0] if name is None else _checks.utf8(name, "name")
+        self._interval = _checks.seconds(interval, "interval", MIN_INTERVAL, MAX_INTERVAL)
+        timeout_ns = 0 if timeout is None else round(_checks.seconds(timeout, "timeout") * 1e9)
+        named = _normalise_modules(modules)
+        process_name = named[0][0] if name is None else _checks.encode_name(name, "name")
         store_address = _wasmtime_py.store_address(store)
         engine = _wasmtime_py.store_engine(store)
         engine_address = _wasmtime_py.engine_address(engine)
@@ -158,7 +127,7 @@ class GuestProfiler:
 
         self._store = store
         self._engine = engine
-        self._named = named  # Wasmtime holds its own references too; these are for rotation
+        self._modules = named  # Wasmtime holds its own references too; these are for rotation
         if debug_info is not None and not isinstance(debug_info, Mapping):
             raise ProfilerTypeError(
                 f"debug_info must be a mapping module name -> .wasm, not {type(debug_info).__name__}"
@@ -176,13 +145,8 @@ class GuestProfiler:
         # lives in the native half, whose start/stop/finish each run no Python code (see _core.pyx), so a
         # handler can only run between them and always finds a consistent state.
         self._lock = threading.RLock()
-        with _registry_lock:
-            current = _profilers_by_store.get(store_address)
-            if current is not None and current._attached_to(store):
-                raise ProfilerStateError(
-                    "this store already has an unfinished GuestProfiler; finish() it first "
-                    "(a store has a single epoch-deadline callback)"
-                )
+
+        def make_sampler() -> None:
             self._native = _core.Sampler(
                 engine_address,
                 _wasmtime_py.engine_serial(engine),
@@ -193,10 +157,11 @@ class GuestProfiler:
                 *self._ticker_plan(),
                 timeout_ns,
             )
-            _profilers_by_store[store_address] = self
+
+        _registry.claim_store(store_address, self, make_sampler)
         if not _core.can_clone_engine():
             # Wasmtime < 24: the ticker borrows wasmtime-py's engine pointer, so it must stop first.
-            _wasmtime_py.before_engine_close(engine, self._halt)
+            _wasmtime_py.before_engine_close(engine, self._stop)
 
     def _ticker_plan(self) -> tuple[bool, int]:
         """(spin, ticker interval in ns): spin only with a spare CPU; on one CPU, no faster than the floor."""
@@ -212,10 +177,16 @@ class GuestProfiler:
             )
         return False, round(max(self._interval, SINGLE_CPU_MIN_TICK) * 1e9)
 
-    def _attached_to(self, store: wasmtime.Store) -> bool:
-        return self._store is store and not self._native.finished and self._native.store_attached
+    def _attached_to_store(self) -> bool:
+        """Whether this profiler still holds its store's epoch-deadline callback (so no other may be made)."""
+        return not self._native.finished and bool(self._native.store_attached)
 
     # -- state ---------------------------------------------------------------------------
+
+    @property
+    def process_name(self) -> str:
+        """The profile's process name: `name=`, or the first module's name."""
+        return self._process_name.decode()
 
     @property
     def interval(self) -> float:
@@ -256,16 +227,13 @@ class GuestProfiler:
 
     # -- control -------------------------------------------------------------------------
 
-    def _halt(self) -> None:
-        """Stop the ticker now: the interpreter is exiting, or (Wasmtime < 24) the engine is being closed."""
+    def _stop(self, warn: bool = False) -> None:
+        """The one way to stop sampling, from stop(), finish(), the exit handler, or (Wasmtime < 24) the
+        engine's close(). What is left of a timeout is kept natively. With `warn`, say if the ticker starved."""
         with self._lock:
-            self._stop_native()
-
-    def _stop_native(self) -> bool:
-        """Stop sampling (lock held); whether it was running. What is left of a timeout is kept natively."""
-        if host_calls.running.get(self._context) is self._native:
-            host_calls.running.pop(self._context, None)  # a signal handler may have removed it meanwhile
-        return bool(self._native.stop())
+            _registry.clear_running(self._context, self._native)
+            if self._native.stop() and warn:
+                self._warn_if_starved()
 
     def _require_store(self) -> None:
         if not self._native.store_attached:
@@ -284,9 +252,9 @@ class GuestProfiler:
             self._require_store()
             if self.timed_out:
                 raise ProfilerStateError("the timeout was reached: finish() this profiler")
-            host_calls.running[self._context] = self._native
+            _registry.set_running(self._context, self._native)
             if not self._native.start(self._context):  # finished meanwhile, by a signal handler
-                self._stop_native()
+                self._stop()
                 raise ProfilerStateError("cannot start(): the profiler was finished meanwhile")
 
     def interrupt(self) -> None:
@@ -304,9 +272,7 @@ class GuestProfiler:
 
     def stop(self) -> None:
         """Stop sampling; idempotent, safe from any thread (and from a signal handler), a no-op once finished."""
-        with self._lock:
-            if self._stop_native():
-                self._warn_if_starved()
+        self._stop(warn=True)
 
     def _warn_if_starved(self) -> None:
         """Warn once if the ticker managed under half the ticks asked for: it could not get a CPU in time."""
@@ -361,8 +327,7 @@ class GuestProfiler:
         profile itself, from what the native half kept.
         """
         if self._result is None:
-            if self._stop_native():
-                self._warn_if_starved()
+            self._stop(warn=True)
             try:
                 data, calls, end = self._native.finish()
             except RuntimeError as exc:
@@ -372,12 +337,14 @@ class GuestProfiler:
                 self._result = result
         return self._result
 
-    def _completed(
-        self, data: bytes, host_calls_in_it: list[tuple[int, int, int, str, int]], first: int, end: int
-    ) -> tuple[bytes, int]:
+    def _completed(self, data: bytes, calls: list[_core.HostCall], first: int, end: int) -> tuple[bytes, int]:
         """Write in what Wasmtime could not: the host calls anchored in this profile (which holds Wasmtime's
-        samples `first` to `end`) and source lines. Return the profile and its sample count."""
-        calls = [_host_frames.HostCall(*call) for call in host_calls_in_it]
+        samples `first` to `end`) and source lines. Return the profile and its sample count.
+
+        The count invariant: Wasmtime's `end - first` samples, plus what the host calls anchored here add
+        (the sampler's `host_extra` for them), equal the rows `_host_frames.splice` writes; summed over every
+        profile finished or rotated, that is `sample_count`.
+        """
         raw = json.loads(data)
         self._warn_if_frameless(raw)
         if not calls and not self._debug_info:
@@ -387,14 +354,12 @@ class GuestProfiler:
             _symbols.add_source_lines(raw, self._debug_info.modules())
         return json.dumps(raw, ensure_ascii=False, separators=(",", ":")).encode(), count
 
-    def _rotate(self) -> tuple[bytes, int]:
-        """Finish the profile so far and go on sampling into a new one, losing no sample.
-
-        Returns the finished JSON and the samples in it. For ContinuousProfiler.
-        """
+    def rotate(self) -> tuple[bytes, int]:
+        """Finish the profile so far and go on sampling into a new one, losing no sample; return the
+        finished profile's Firefox Profiler JSON and its sample count. Any thread, running or stopped."""
         with self._lock:
-            self._require_unfinished("rotate")
-            modules = [(name, _wasmtime_py.module_address(module)) for name, module in self._named]
+            self._require_unfinished("rotate()")
+            modules = [(name, _wasmtime_py.module_address(module)) for name, module in self._modules]
             try:
                 data, calls, end = self._native.rotate(self._process_name, modules)
             except RuntimeError as exc:
@@ -430,36 +395,18 @@ class GuestProfiler:
         self.stop()
 
     def __del__(self) -> None:
-        # host_calls.running holds the native half while running: let it go, so that dropping a running
-        # profiler still stops it (the native half stops itself when freed).
-        native, context = getattr(self, "_native", None), getattr(self, "_context", None)
-        running = host_calls.running
-        if native is not None and running.get(context) is native:  # type: ignore[arg-type]
-            running.pop(context, None)  # type: ignore[arg-type]
+        # The registry holds the sampler while running: let it go, so that dropping a running profiler still
+        # stops it (the sampler stops itself when freed).
+        native = getattr(self, "_native", None)
+        if native is not None:
+            _registry.clear_running(self._context, native)
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child (no ticker thread, only this thread): stopped, keeping the samples; it can be
+        finished, or started again to sample the child's own run. Its lock may have been held: made anew."""
+        self._lock = threading.RLock()
+        self._native.after_fork_in_child()
 
     def __repr__(self) -> str:
         state = "finished" if self.finished else "running" if self.running else "stopped"
         return f"<GuestProfiler {state} interval={self._interval:g}s samples={self.sample_count}>"
-
-
-def _after_fork_in_child() -> None:
-    """A forked child has no ticker thread and only this thread: its inherited profilers are stopped.
-
-    They keep their samples and can be finished, or started again (sampling the child's own run).
-    """
-    global _registry_lock
-    _registry_lock = threading.RLock()
-    host_calls.running.clear()
-    for profiler in list(_profilers_by_store.values()):
-        profiler._lock = threading.RLock()
-        profiler._native.after_fork_in_child()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-@atexit.register
-def _stop_every_ticker() -> None:
-    """Join every ticker before the interpreter tears down the objects they use."""
-    for profiler in list(_profilers_by_store.values()):
-        profiler._halt()
