@@ -1,4 +1,4 @@
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 def bind(library_handle: int, engine_first: bool) -> list[str]: ...
@@ -26,7 +26,6 @@ class HostCall:
     @property
     def first_nested(self) -> int:
         """Index of the first Wasmtime sample taken while the call ran."""
-    def __iter__(self) -> Iterator[Any]: ...
 
 class Sampler:
     def __init__(

@@ -21,10 +21,6 @@ cdef class HostCall:
         self.name = name
         self.first_nested = first_nested
 
-    def __iter__(self):
-        # Unpacks as the 5-tuple it replaces, until every caller reads the fields by name.
-        return iter((self.anchor, self.samples, self.wall_ns, self.name, self.first_nested))
-
     def __repr__(self):
         return (f"HostCall(anchor={self.anchor}, samples={self.samples}, wall_ns={self.wall_ns}, "
                 f"name={self.name!r}, first_nested={self.first_nested})")

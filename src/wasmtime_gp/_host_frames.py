@@ -1,7 +1,7 @@
 """Write the host calls a profiler recorded into the Firefox JSON that Wasmtime wrote.
 
 Wasmtime only samples wasm. While a wrapped host function runs, the ticker keeps counting our
-intervals; when the function returns, `NativeProfiler.host_exit` takes one real sample (the
+intervals; when the function returns, `Sampler.host_exit` (_core) takes one real sample (the
 *anchor*: the caller's wasm stack, still on the thread) and records how many samples the call
 earned. Here each call becomes a `[host] module.name` frame on top of its anchor's stack, with
 as many samples as it earned spread over its duration, an interval marker, and the frame is

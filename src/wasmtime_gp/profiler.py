@@ -13,7 +13,7 @@ from typing import Any, Union
 
 import wasmtime
 
-from wasmtime_gp import _checks, _core, _files, _host_frames, _registry, _symbols, _wasmtime_py
+from wasmtime_gp import _checks, _core, _files, _host_frames, _registry, _symbols, _ticker, _wasmtime_py
 from wasmtime_gp._abi import WASMTIME_MAJOR
 from wasmtime_gp._errors import (
     GuestProfilerError,
@@ -29,12 +29,6 @@ ModulesArg = Union[Sequence[ModuleSpec], Mapping[str, wasmtime.Module]]
 
 MIN_INTERVAL = 1e-6  # seconds; below this the ticker alone would saturate a core
 MAX_INTERVAL = 3600.0  # seconds; a longer interval would never sample a real run
-# Below this, waking from a sleep (about 20 us on a VM) costs more than the interval: the ticker wakes
-# early and spins to each deadline, which takes most of a core, so only where another core is free.
-SPIN_BELOW_INTERVAL = 50e-6
-# With a single CPU every tick preempts the guest (a context switch, about 20 us here): ticking faster than
-# this starves the guest and yields fewer samples, not more. The ticker's interval is held at this floor.
-SINGLE_CPU_MIN_TICK = 50e-6
 # Starvation is a sustained state: a short run can lose a few ms to a page fault or a scheduler hiccup.
 STARVATION_MIN_TICKS = 100
 STARVATION_MIN_RUNNING = 0.25  # seconds
@@ -165,17 +159,18 @@ class GuestProfiler:
 
     def _ticker_plan(self) -> tuple[bool, int]:
         """(spin, ticker interval in ns): spin only with a spare CPU; on one CPU, no faster than the floor."""
+        interval_ns = round(self._interval * 1e9)
         if len(os.sched_getaffinity(0)) > 1:
-            return self._interval < SPIN_BELOW_INTERVAL, round(self._interval * 1e9)
-        if self._interval < SINGLE_CPU_MIN_TICK:
+            return interval_ns < _ticker.SPIN_BELOW_NS, interval_ns
+        if interval_ns < _ticker.SINGLE_CPU_MIN_TICK_NS:
             warnings.warn(
                 f"wasmtime-gp: this process may use one CPU only, so the ticker preempts the guest on every "
-                f"tick; it will tick every {SINGLE_CPU_MIN_TICK * 1e6:g} us rather than every "
+                f"tick; it will tick every {_ticker.SINGLE_CPU_MIN_TICK_NS / 1e3:g} us rather than every "
                 f"{self._interval * 1e6:g} us (faster would starve the guest and give fewer samples)",
                 RuntimeWarning,
                 stacklevel=3,
             )
-        return False, round(max(self._interval, SINGLE_CPU_MIN_TICK) * 1e9)
+        return False, max(interval_ns, _ticker.SINGLE_CPU_MIN_TICK_NS)
 
     def _attached_to_store(self) -> bool:
         """Whether this profiler still holds its store's epoch-deadline callback (so no other may be made)."""
