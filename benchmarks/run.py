@@ -58,17 +58,21 @@ def jobs_for(
     jobs = []
     for workload in workloads:
         for one_core in (False, True):
-            for config in ("plain", "epoch", "cli"):
-                jobs.append({"workload": workload, "config": config, "interval": None, "one_core": one_core})
-            for interval in intervals:
-                for config in PROFILERS:
-                    jobs.append(
-                        {"workload": workload, "config": config, "interval": interval, "one_core": one_core}
-                    )
+            jobs.extend(
+                {"workload": workload, "config": config, "interval": None, "one_core": one_core}
+                for config in ("plain", "epoch", "cli")
+            )
+            jobs.extend(
+                {"workload": workload, "config": config, "interval": interval, "one_core": one_core}
+                for interval in intervals
+                for config in PROFILERS
+            )
         jobs.append({"workload": workload, "config": "plain", "interval": None, "gil": True})
-        for interval in gil_intervals:
-            for config in ("python-peer", "wasmtime-gp"):
-                jobs.append({"workload": workload, "config": config, "interval": interval, "gil": True})
+        jobs.extend(
+            {"workload": workload, "config": config, "interval": interval, "gil": True}
+            for interval in gil_intervals
+            for config in ("python-peer", "wasmtime-gp")
+        )
     for job in jobs:
         job.setdefault("one_core", False)
         job.setdefault("gil", False)

@@ -55,8 +55,7 @@ def splice(raw: dict[str, Any], calls: Sequence[HostCall], base: int) -> int:
         end, wall = times[anchor], call.wall_ns / 1e6
         share = cpu[anchor] / call.samples
         cpu[anchor] = share
-        for k in range(1, call.samples):
-            extra.append((max(end - wall * k / call.samples, 0.0), anchor, share))
+        extra.extend((max(end - wall * k / call.samples, 0.0), anchor, share) for k in range(1, call.samples))
         table.add_marker(call.name, max(end - wall, 0.0), end, call.samples)
 
     original = {index: frames(stacks[index]) for index in inserts}

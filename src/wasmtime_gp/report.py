@@ -48,12 +48,12 @@ def top_table(profile: Profile, n: int = 15, color: bool = False) -> str:
     paint = _Paint(color)
     rows = profile.top(n, by="self")
     lines = [paint(f"{'self %':>7}  {'total %':>7}  {'samples':>8}  function [module]", _BOLD)]
-    for row in rows:
-        lines.append(
-            f"{paint.percent(row.self_percent, f'{row.self_percent:7.1f}')}  "
-            f"{paint.percent(row.total_percent, f'{row.total_percent:7.1f}')}  "
-            f"{row.self_samples:8,}  {paint(row.frame.function, _BOLD)}{_module_label(row.frame, paint)}"
-        )
+    lines.extend(
+        f"{paint.percent(row.self_percent, f'{row.self_percent:7.1f}')}  "
+        f"{paint.percent(row.total_percent, f'{row.total_percent:7.1f}')}  "
+        f"{row.self_samples:8,}  {paint(row.frame.function, _BOLD)}{_module_label(row.frame, paint)}"
+        for row in rows
+    )
     if not rows:
         lines.append("  (no samples with guest frames)")
     return "\n".join(lines)

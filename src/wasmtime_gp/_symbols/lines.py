@@ -187,7 +187,7 @@ class DebugInfo:
                 try:
                     artifact = bytes(self._modules[name].serialize())
                     self._lines[name] = ModuleLines(artifact, _module_dwarf(wasm), self._major)
-                except (MalformedArtifact, LookupError, wasmtime.WasmtimeError) as exc:
+                except (MalformedArtifact, LookupError, wasmtime.WasmtimeError) as exc:  # noqa: PERF203 (per module)
                     _notice(name, str(exc))
             self._wasm.clear()
         return self._lines
