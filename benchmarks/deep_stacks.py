@@ -25,27 +25,13 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # the tests' deep guest: one recursion for both
+from guests import DEEP as GUEST
+
 OPERATIONS = ["load", "top", "call_tree", "report", "collapsed", "speedscope", "pprof", "html"]
 MEMORY_LIMIT = 3 << 30
 TIMEOUT = 300
 
-GUEST = """
-(module $deep
-  (func $spin (param $n i64) (local $i i64)
-    (loop $again
-      (local.set $i (i64.add (local.get $i) (i64.const 1)))
-      (br_if $again (i64.lt_u (local.get $i) (local.get $n)))))
-  (func $eval (param $depth i32) (param $n i64)
-    (if (i32.gt_u (local.get $depth) (i32.const 1))
-      (then (call $apply (i32.sub (local.get $depth) (i32.const 1)) (local.get $n)))
-      (else (call $spin (local.get $n)))))
-  (func $apply (param $depth i32) (param $n i64)
-    (if (i32.gt_u (local.get $depth) (i32.const 1))
-      (then (call $eval (i32.sub (local.get $depth) (i32.const 1)) (local.get $n)))
-      (else (call $spin (local.get $n)))))
-  (func (export "run") (param $depth i32) (param $n i64)
-    (call $eval (local.get $depth) (local.get $n))))
-"""
 
 # Writes the profile of a DEPTH-deep recursion. A wasm frame of this guest takes 32 bytes of native stack, so
 # 100,000 frames need more than Wasmtime's default 2 MiB limit, which the C API caps at the async stack size.

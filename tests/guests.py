@@ -54,3 +54,23 @@ HOST_CALLS = """
   (func $reenter (export "reenter") (param $n i64)
     (call $call_back (local.get $n))))
 """
+
+# `main` calls `eval`, and `eval` and `apply` call each other until `depth` frames are on the stack, as an
+# interpreter's evaluator does; then `spin` loops at the bottom.
+DEEP = """
+(module $deep
+  (func $spin (param $n i64) (local $i i64)
+    (loop $again
+      (local.set $i (i64.add (local.get $i) (i64.const 1)))
+      (br_if $again (i64.lt_u (local.get $i) (local.get $n)))))
+  (func $eval (param $depth i32) (param $n i64)
+    (if (i32.gt_u (local.get $depth) (i32.const 1))
+      (then (call $apply (i32.sub (local.get $depth) (i32.const 1)) (local.get $n)))
+      (else (call $spin (local.get $n)))))
+  (func $apply (param $depth i32) (param $n i64)
+    (if (i32.gt_u (local.get $depth) (i32.const 1))
+      (then (call $eval (i32.sub (local.get $depth) (i32.const 1)) (local.get $n)))
+      (else (call $spin (local.get $n)))))
+  (func $main (export "run") (param $depth i32) (param $n i64)
+    (call $eval (local.get $depth) (local.get $n))))
+"""

@@ -18,31 +18,13 @@ from pathlib import Path
 import pytest
 import tools
 from conftest import run_isolated
+from guests import DEEP
 
 from wasmtime_gp import cli
 from wasmtime_gp.exports import FORMATS
 
 DEPTHS = [10_000, 100_000]
 
-# `main` calls `eval`, and `eval` and `apply` call each other until `depth` frames are on the stack, as an
-# interpreter's evaluator does; then `spin` loops at the bottom.
-DEEP = """
-(module $deep
-  (func $spin (param $n i64) (local $i i64)
-    (loop $again
-      (local.set $i (i64.add (local.get $i) (i64.const 1)))
-      (br_if $again (i64.lt_u (local.get $i) (local.get $n)))))
-  (func $eval (param $depth i32) (param $n i64)
-    (if (i32.gt_u (local.get $depth) (i32.const 1))
-      (then (call $apply (i32.sub (local.get $depth) (i32.const 1)) (local.get $n)))
-      (else (call $spin (local.get $n)))))
-  (func $apply (param $depth i32) (param $n i64)
-    (if (i32.gt_u (local.get $depth) (i32.const 1))
-      (then (call $eval (i32.sub (local.get $depth) (i32.const 1)) (local.get $n)))
-      (else (call $spin (local.get $n)))))
-  (func $main (export "run") (param $depth i32) (param $n i64)
-    (call $eval (local.get $depth) (local.get $n))))
-"""
 
 # Profiles DEEP in a thread with a big native stack (wasm frames live there): a frame of this guest takes 32
 # bytes, so 100,000 need more than Wasmtime's default 2 MiB, which its C API caps at the async stack size.
