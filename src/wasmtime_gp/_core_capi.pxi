@@ -7,6 +7,8 @@ from posix.dlfcn cimport dlsym
 
 from wasmtime_gp._ticker cimport ticker_bind
 
+from wasmtime_gp._errors import GuestProfilerError  # the one door raises the package's own error
+
 cdef CApi api
 cdef bint api_bound = False
 cdef bint new_takes_engine = False
@@ -89,7 +91,7 @@ cdef bytes finish_profiler(wasmtime_guestprofiler_t *profiler):
     with nogil:
         error = api.guestprofiler_finish(profiler, &out)
     if error != NULL:
-        raise RuntimeError(take_error_message(error))
+        raise GuestProfilerError(f"Wasmtime could not write the profile: {take_error_message(error)}")
     try:
         return PyBytes_FromStringAndSize(<char *>out.data, out.size)
     finally:

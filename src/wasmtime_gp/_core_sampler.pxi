@@ -11,6 +11,8 @@ from wasmtime_gp._native.posix cimport (
 )
 from wasmtime_gp._ticker cimport Subscription, ticker_subscribe, ticker_unsubscribe
 
+from wasmtime_gp._errors import GuestProfilerError, ProfilerStateError  # the package's own errors
+
 cdef class HostCall:
     """One wrapped host call that earned samples (its fields are described in _core.pxd)."""
 
@@ -95,7 +97,7 @@ cdef class Sampler:
         subscription = ticker_subscribe(
             self.engine_key, self.engine, self.ticker_interval_ns, self.spin_ticker)
         if subscription == NULL:
-            raise OSError("could not start the ticker thread")
+            raise GuestProfilerError("could not start the ticker thread (out of memory or threads)")
         self.subscription = subscription
         self.ticks_at_start = gp_load_u64(&subscription.clock.ticks)
         self.started_ns = monotonic_ns()
@@ -164,7 +166,7 @@ cdef class Sampler:
 
     def finish(self) -> tuple:
         """Stop, finish the wasmtime profiler; return (its JSON, the host calls anchored in it, Wasmtime's
-        sample count). Kept: every later call returns the same. RuntimeError if Wasmtime failed."""
+        sample count). Kept: every later call returns the same. GuestProfilerError if Wasmtime failed."""
         cdef wasmtime_guestprofiler_t *p
         if self.completed is None and self.finish_error is None:
             self.stop()
@@ -178,10 +180,10 @@ cdef class Sampler:
             else:
                 try:
                     self.completed = (finish_profiler(p), self.take_host_calls(end), end)
-                except RuntimeError as exc:
+                except GuestProfilerError as exc:
                     self.finish_error = str(exc)
         if self.finish_error is not None:
-            raise RuntimeError(self.finish_error)
+            raise GuestProfilerError(self.finish_error)
         return self.completed
 
     def rotate(self, bytes process_name, list modules) -> tuple:
@@ -205,7 +207,7 @@ cdef class Sampler:
         pthread_mutex_unlock(&self.state.lock)
         if old == NULL:
             api.guestprofiler_delete(fresh)
-            raise RuntimeError("the profiler was already finished")
+            raise ProfilerStateError("cannot rotate(): the profiler is finished")
         return finish_profiler(old), self.take_host_calls(samples), samples
 
     # -- host calls (see host_calls.py): entered and left on the guest's thread, GIL held

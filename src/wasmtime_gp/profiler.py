@@ -323,10 +323,7 @@ class GuestProfiler:
         """
         if self._result is None:
             self._stop(warn=True)
-            try:
-                data, calls, end = self._native.finish()
-            except RuntimeError as exc:
-                raise GuestProfilerError(f"Wasmtime could not write the profile: {exc}") from None
+            data, calls, end = self._native.finish()  # GuestProfilerError if Wasmtime could not write it
             result, _ = self._completed(bytes(data), calls, self._first_sample, end)
             if self._result is None:
                 self._result = result
@@ -355,10 +352,7 @@ class GuestProfiler:
         with self._lock:
             self._require_unfinished("rotate()")
             modules = [(name, _wasmtime_py.module_address(module)) for name, module in self._modules]
-            try:
-                data, calls, end = self._native.rotate(self._process_name, modules)
-            except RuntimeError as exc:
-                raise GuestProfilerError(f"Wasmtime could not write the profile: {exc}") from None
+            data, calls, end = self._native.rotate(self._process_name, modules)
             first, self._first_sample = self._first_sample, int(end)
             return self._completed(bytes(data), calls, first, int(end))
 
