@@ -78,7 +78,8 @@ cdef class Sampler:
     cdef wasm_engine_t *engine
     cdef list host_calls                   # HostCalls that got samples, until their profile is finished
     cdef int64_t timeout_left_ns           # what is left of the timeout while stopped (0: none)
-    cdef tuple completed                   # finish()'s (JSON, host calls, Wasmtime's samples), kept
+    cdef uint64_t first_sample             # index of the current profile's first Wasmtime sample
+    cdef tuple completed                   # finish()'s (JSON, host calls, first, end sample), kept
     cdef str finish_error                  # or why Wasmtime could not write the profile
 
     cdef host_enter(self)

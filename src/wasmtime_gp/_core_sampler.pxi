@@ -165,8 +165,9 @@ cdef class Sampler:
         return False
 
     def finish(self) -> tuple:
-        """Stop, finish the wasmtime profiler; return (its JSON, the host calls anchored in it, Wasmtime's
-        sample count). Kept: every later call returns the same. GuestProfilerError if Wasmtime failed."""
+        """Stop, finish the wasmtime profiler; return (its JSON, the host calls anchored in it, the indices of
+        its first and past its last Wasmtime sample). Kept: every later call returns the same.
+        GuestProfilerError if Wasmtime failed."""
         cdef wasmtime_guestprofiler_t *p
         if self.completed is None and self.finish_error is None:
             self.stop()
@@ -178,8 +179,10 @@ cdef class Sampler:
             if p == NULL:
                 self.finish_error = "the profiler was already finished"
             else:
+                # What belongs to this profile is taken before the GIL is released (a rotate() elsewhere).
+                calls, first = self.take_host_calls(end), self.first_sample
                 try:
-                    self.completed = (finish_profiler(p), self.take_host_calls(end), end)
+                    self.completed = (finish_profiler(p), calls, first, end)
                 except GuestProfilerError as exc:
                     self.finish_error = str(exc)
         if self.finish_error is not None:
@@ -188,10 +191,11 @@ cdef class Sampler:
 
     def rotate(self, bytes process_name, list modules) -> tuple:
         """Swap in a new wasmtime profiler and finish the old one; return (its JSON, the host calls anchored
-        in it, Wasmtime's samples so far).
+        in it, the indices of its first and past its last Wasmtime sample).
 
-        The swap happens under the sampler's lock, so every sample lands in exactly one profile.
-        Any thread; the modules must be open (the caller checks).
+        The swap happens under the sampler's lock, and what belongs to the old profile (host calls, its
+        first sample) is taken with the GIL before it is released: every sample lands in exactly one
+        profile, with no lock of the caller's. Any thread; the modules must be open (the caller checks).
         """
         cdef _NewArgs args = _NewArgs(<size_t>self.engine, process_name, self.state.interval_ns, modules)
         cdef wasmtime_guestprofiler_t *fresh
@@ -208,7 +212,9 @@ cdef class Sampler:
         if old == NULL:
             api.guestprofiler_delete(fresh)
             raise ProfilerStateError("cannot rotate(): the profiler is finished")
-        return finish_profiler(old), self.take_host_calls(samples), samples
+        calls, first = self.take_host_calls(samples), self.first_sample
+        self.first_sample = samples
+        return finish_profiler(old), calls, first, samples
 
     # -- host calls (see host_calls.py): entered and left on the guest's thread, GIL held
 

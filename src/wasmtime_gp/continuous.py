@@ -167,9 +167,9 @@ class ContinuousProfiler:
             if rotation is None:
                 return True
             rotation.request_stop()
-            if self._rotation_lock._is_owned() or self._profiler._lock._is_owned():  # type: ignore[attr-defined]
-                # A signal handler, on a thread inside rotate() or a method of the profiler: waiting would
-                # deadlock, since the rotation thread needs that lock. It delivers once this thread goes on.
+            if self._rotation_lock._is_owned():  # type: ignore[attr-defined]
+                # A signal handler, on a thread inside rotate(): waiting would deadlock, since the rotation
+                # thread needs that lock. It delivers once this thread goes on.
                 return False
             if not rotation.wait(timeout):
                 warnings.warn(
@@ -186,15 +186,15 @@ class ContinuousProfiler:
     def close(self, timeout: float = DELIVERY_TIMEOUT) -> bool:
         """Stop (delivering the last slice, waiting at most `timeout` s), then end the profiler.
 
-        Returns whether the last slice was delivered in time; if not, the rotation thread ends the
-        profiler once the sink returns.
+        Returns whether the last slice was delivered in time. If not, what the rotation thread had not rotated
+        yet is dropped with the profiler (the warning counted it); a slice already handed to the sink is
+        still delivered if the sink returns.
         """
         with self._control:
             self._closing = True
             _registry.untrack_continuous(self)
             delivered = self.stop(timeout)
-            if delivered:
-                self._finish_profiler()
+            self._finish_profiler()
             return delivered
 
     def _finish_profiler(self) -> None:
@@ -202,18 +202,12 @@ class ContinuousProfiler:
             if not self._profiler.finished:
                 self._profiler.finish()
         except ProfilerStateError:
-            pass  # finished meanwhile, by the other of close() and the rotation thread
+            pass  # finished meanwhile, by a signal handler calling close() too
 
     def rotate(self) -> None:
         """Finish the current slice now and hand it to the sink (also called by the rotation thread)."""
-        # A signal handler on a thread inside a method of the profiler must not wait for the rotation thread,
-        # which may be waiting for that method to return.
-        if not self._rotation_lock.acquire(blocking=not self._profiler._lock._is_owned()):  # type: ignore[attr-defined]
-            raise ProfilerStateError("cannot rotate() now: another thread is rotating; try again")
-        try:
+        with self._rotation_lock:
             self._rotate_locked()
-        finally:
-            self._rotation_lock.release()
 
     def _rotate_locked(self) -> None:
         if self._inherited:
@@ -257,8 +251,6 @@ class ContinuousProfiler:
             if self.period is not None and self.max_samples is None:
                 wait = max(0.0, self.period - (time.monotonic() - last))
         self._rotate_unless_finished()
-        if self._closing:  # close() may have stopped waiting for us
-            self._finish_profiler()
 
     def _rotate_unless_finished(self) -> None:
         try:

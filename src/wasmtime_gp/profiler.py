@@ -133,7 +133,6 @@ class GuestProfiler:
         self._warned_starved = False
         self._warned_frameless = False
         self._result: bytes | None = None
-        self._first_sample = 0  # index, among all of Wasmtime's samples, of the current profile's first
         self._context = _wasmtime_py.context_address(store)
         # Re-entrant: a signal handler may call any method while this thread is inside another. The state
         # lives in the native half, whose start/stop/finish each run no Python code (see _core.pyx), so a
@@ -323,8 +322,8 @@ class GuestProfiler:
         """
         if self._result is None:
             self._stop(warn=True)
-            data, calls, end = self._native.finish()  # GuestProfilerError if Wasmtime could not write it
-            result, _ = self._completed(bytes(data), calls, self._first_sample, end)
+            data, calls, first, end = self._native.finish()  # GuestProfilerError if Wasmtime could not write it
+            result, _ = self._completed(bytes(data), calls, first, end)
             if self._result is None:
                 self._result = result
         return self._result
@@ -348,13 +347,15 @@ class GuestProfiler:
 
     def rotate(self) -> tuple[bytes, int]:
         """Finish the profile so far and go on sampling into a new one, losing no sample; return the
-        finished profile's Firefox Profiler JSON and its sample count. Any thread, running or stopped."""
-        with self._lock:
-            self._require_unfinished("rotate()")
-            modules = [(name, _wasmtime_py.module_address(module)) for name, module in self._modules]
-            data, calls, end = self._native.rotate(self._process_name, modules)
-            first, self._first_sample = self._first_sample, int(end)
-            return self._completed(bytes(data), calls, first, int(end))
+        finished profile's Firefox Profiler JSON and its sample count. Any thread, running or stopped.
+
+        It takes no lock of this object's (the sampler swaps profiles atomically): a ContinuousProfiler's
+        rotation thread never waits for a method that a signal handler interrupted on another thread.
+        """
+        self._require_unfinished("rotate()")
+        modules = [(name, _wasmtime_py.module_address(module)) for name, module in self._modules]
+        data, calls, first, end = self._native.rotate(self._process_name, modules)
+        return self._completed(bytes(data), calls, first, end)
 
     def profile(self) -> Profile:
         """The profile as a `Profile`: finishes the profiler first if it is not finished yet."""
