@@ -66,27 +66,17 @@ _wheel: list[Path] = []
 _newest: list[str] = []
 
 
+def _pip(python: str, *args: str) -> None:
+    subprocess.run([python, "-m", "pip", *args], check=True)
+
+
 def built_wheel(python: str, workdir: Path) -> Path:
     """Build wasmtime-gp's wheel from this checkout once: being cp39-abi3, it serves every cell."""
     if not _wheel:
         out = workdir / "wheel"
         shutil.rmtree(out, ignore_errors=True)
-        subprocess.run(
-            [
-                python,
-                "-m",
-                "pip",
-                "wheel",
-                "--quiet",
-                "--no-deps",
-                "--wheel-dir",
-                str(out),
-                "-C",
-                f"build-dir={workdir / 'build'}",
-                str(ROOT),
-            ],
-            check=True,
-        )
+        _pip(python, "wheel", "--quiet", "--no-deps", "--wheel-dir", str(out), "-C",
+             f"build-dir={workdir / 'build'}", str(ROOT))  # fmt: skip
         _wheel.extend(out.glob("wasmtime_gp-*.whl"))
     return _wheel[0]
 
@@ -96,22 +86,8 @@ def newest_wasmtime(python: str, workdir: Path) -> str:
     if not _newest:
         out = workdir / "newest"
         shutil.rmtree(out, ignore_errors=True)
-        subprocess.run(
-            [
-                python,
-                "-m",
-                "pip",
-                "download",
-                "--quiet",
-                "--no-deps",
-                "--only-binary",
-                ":all:",
-                "--dest",
-                str(out),
-                "wasmtime",
-            ],
-            check=True,
-        )
+        _pip(python, "download", "--quiet", "--no-deps", "--only-binary", ":all:", "--dest", str(out),
+             "wasmtime")  # fmt: skip
         (found,) = out.glob("wasmtime-*.whl")
         match = re.match(r"wasmtime-([^-]+)-", found.name)
         assert match, found.name
