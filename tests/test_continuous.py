@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import threading
+import time
 
 import pytest
 from conftest import rss_bytes
@@ -113,3 +115,27 @@ def test_every_profiler_keyword_goes_through(chain):
     with pytest.raises(Exception, match="timed out"), continuous:
         chain.call("run", 10**12)
     assert continuous.profiler.timed_out
+
+
+def test_rotate_waits_for_a_blocked_sink_only_so_long(chain, monkeypatch):
+    # A sink that blocks (an HTTP push that never returns) must not hang a rotate() called meanwhile.
+    from wasmtime_gp import ProfilerStateError, continuous
+
+    monkeypatch.setattr(continuous, "DELIVERY_TIMEOUT", 0.3)
+    inside, release = threading.Event(), threading.Event()
+
+    def stuck(rotated):
+        inside.set()
+        release.wait(30)
+
+    profiler = ContinuousProfiler(chain.store, [chain.module], sink=stuck, period=0.01)
+    profiler.start()
+    try:
+        assert inside.wait(30)
+        started = time.monotonic()
+        with pytest.raises(ProfilerStateError, match="sink has held the previous slice"):
+            profiler.rotate()
+        assert time.monotonic() - started < 10  # bounded by the 0.3 s asked, far from a hang
+    finally:
+        release.set()
+        assert profiler.close()

@@ -205,9 +205,19 @@ class ContinuousProfiler:
             pass  # finished meanwhile, by a signal handler calling close() too
 
     def rotate(self) -> None:
-        """Finish the current slice now and hand it to the sink (also called by the rotation thread)."""
-        with self._rotation_lock:
+        """Finish the current slice now and hand it to the sink (also called by the rotation thread).
+
+        Waits at most DELIVERY_TIMEOUT s for a rotation in progress (its sink may block), then raises
+        ProfilerStateError.
+        """
+        if not self._rotation_lock.acquire(timeout=DELIVERY_TIMEOUT):
+            raise ProfilerStateError(
+                f"cannot rotate(): the sink has held the previous slice for {DELIVERY_TIMEOUT:g} s"
+            )
+        try:
             self._rotate_locked()
+        finally:
+            self._rotation_lock.release()
 
     def _rotate_locked(self) -> None:
         if self._inherited:
