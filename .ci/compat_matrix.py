@@ -37,11 +37,15 @@ FULL = [(py, NEWEST) for py in PYTHONS] + [("3.11", release) for release in WASM
 # release too once it is no longer the newest (cells that resolve to the same versions run once).
 CI = [(py, NEWEST) for py in PYTHONS] + [("3.11", "19.0.0"), ("3.11", "39.0.0"), ("3.11", NEWEST_TESTED)]
 # Runs pytest in this process, then checks where the modules the tests used came from.
+# Two xdist workers (the timing tests take their bounds from what they measure, so they hold there); the slow
+# tests that do not depend on the versions ran once already, in the README's command.
+PYTEST_ARGS = ["-q", "-n", "2", "-p", "no:cacheprovider", "-m", "not slow"]
 RUNNER = """
-import os, sys, sysconfig, pytest
+import importlib, os, sys, sysconfig, pytest
 status = pytest.main(sys.argv[1:])
 site = os.path.realpath(sysconfig.get_paths()["platlib"])
 for name in ("wasmtime_gp", "wasmtime_gp._core", "wasmtime_gp._ticker"):
+    importlib.import_module(name)  # as the xdist workers, on the same path, imported it
     where = os.path.realpath(getattr(sys.modules.get(name), "__file__", None) or "(not imported)")
     if not where.startswith(site + os.sep):
         print(f"INSTALLED-CHECK: the tests used {name} from {where}, not the installed wheel in {site}")
@@ -121,8 +125,7 @@ def run_cell(
             return "FAIL", f"pip {step[0]} failed:\n" + install.stdout[-3000:] + install.stderr[-3000:]
     # From the tests directory: the checkout's src/ is not importable (RUNNER checks what the tests used).
     tests = subprocess.run(
-        # The slow tests that do not depend on the versions ran once already, in the README's command.
-        [python, "-c", RUNNER, "-q", "-p", "no:cacheprovider", "-m", "not slow", str(ROOT / "tests")],
+        [python, "-c", RUNNER, *PYTEST_ARGS, str(ROOT / "tests")],
         cwd=ROOT / "tests",
         capture_output=True,
         text=True,
