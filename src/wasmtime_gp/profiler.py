@@ -138,6 +138,7 @@ class GuestProfiler:
         # lives in the native half, whose start/stop/finish each run no Python code (see _core.pyx), so a
         # handler can only run between them and always finds a consistent state.
         self._lock = threading.RLock()
+        spin_ticker, ticker_interval_ns = self._ticker_plan()  # its warning points at the caller
 
         def make_sampler() -> None:
             self._native = _core.Sampler(
@@ -147,7 +148,8 @@ class GuestProfiler:
                 process_name,
                 round(self._interval * 1e9),
                 [(module_name, _wasmtime_py.module_address(m)) for module_name, m in named],
-                *self._ticker_plan(),
+                spin_ticker,
+                ticker_interval_ns,
                 timeout_ns,
             )
 
@@ -322,7 +324,8 @@ class GuestProfiler:
         """
         if self._result is None:
             self._stop(warn=True)
-            data, calls, first, end = self._native.finish()  # GuestProfilerError if Wasmtime could not write it
+            # GuestProfilerError if Wasmtime could not write it.
+            data, calls, first, end = self._native.finish()
             result, _ = self._completed(bytes(data), calls, first, end)
             if self._result is None:
                 self._result = result
