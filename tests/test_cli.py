@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import select
 import signal
 import subprocess
 import sys
@@ -181,12 +183,26 @@ def test_view_serves_the_profile_with_cors_for_the_firefox_profiler(tmp_path):
     assert address.endswith("chain%2520profile.json")
 
 
+def start_view(*args: str) -> tuple[subprocess.Popen[str], str]:
+    """Start `wasmtime-gp view ARGS` with a block-buffered stdout, as under a service manager; return it and
+    the first line it printed (within 60 s)."""
+    environment = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
+    command = [sys.executable, "-m", "wasmtime_gp", "view", *args]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment
+    )
+    assert process.stdout is not None
+    if not select.select([process.stdout], [], [], 60)[0]:
+        process.kill()
+        process.communicate(timeout=30)
+        pytest.fail("view printed nothing within 60 s")
+    return process, process.stdout.readline()
+
+
 def test_view_command_prints_the_address_without_a_browser(tmp_path):
     profile = Path(__file__).parent / "data" / "chain-wasmtime50.0.1.json"
-    command = [sys.executable, "-m", "wasmtime_gp", "view", str(profile), "--no-browser"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process, first = start_view(str(profile), "--no-browser")
     try:
-        first = process.stdout.readline()
         assert first.startswith("open this address in a browser: https://profiler.firefox.com/from-url/")
         served = urllib.parse.unquote(first.split("/from-url/", 1)[1].strip())
         with urllib.request.urlopen(served, timeout=10) as response:
@@ -199,10 +215,8 @@ def test_view_command_prints_the_address_without_a_browser(tmp_path):
 
 def test_view_offline_serves_the_html_flame_graph():
     profile = Path(__file__).parent / "data" / "chain-wasmtime50.0.1.json"
-    command = [sys.executable, "-m", "wasmtime_gp", "view", str(profile), "--offline", "--no-browser"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process, first = start_view(str(profile), "--offline", "--no-browser")
     try:
-        first = process.stdout.readline()
         assert first.startswith("open this address in a browser: http://127.0.0.1:")
         with urllib.request.urlopen(first.split(": ", 1)[1].strip(), timeout=10) as response:
             page = response.read().decode()
@@ -210,3 +224,4 @@ def test_view_offline_serves_the_html_flame_graph():
     finally:
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=30)
+    assert process.returncode == 0

@@ -87,10 +87,11 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CommandError(f"cannot serve on port {args.port}: {exc}") from None
     address = url if args.offline else firefox_profiler_address(url)
-    opened = not args.no_browser and webbrowser.open(address)
-    print(f"{'opened' if opened else 'open this address in a browser'}: {address}")
-    print(f"serving {args.profile} at {url}; press Ctrl-C to stop")
-    try:
+    try:  # from here on, Ctrl-C is the way to stop: even one that lands while we print
+        opened = not args.no_browser and webbrowser.open(address)
+        # Flushed: whoever reads a pipe needs the address now, not when the buffer fills.
+        print(f"{'opened' if opened else 'open this address in a browser'}: {address}", flush=True)
+        print(f"serving {args.profile} at {url}; press Ctrl-C to stop", flush=True)
         threading.Event().wait()
     except KeyboardInterrupt:
         pass
