@@ -40,6 +40,7 @@ typedef struct wasmtime_context wasmtime_context_t;
 typedef struct wasmtime_module wasmtime_module_t;
 typedef struct wasmtime_error wasmtime_error_t;
 typedef struct wasmtime_guestprofiler wasmtime_guestprofiler_t;
+typedef struct wasm_trap_t wasm_trap_t;
 
 /* wasm.h: WASM_DECLARE_VEC(byte, ); wasm_name_t is the same type.
  * Holds for: all releases 19 -> 50. */
@@ -119,5 +120,14 @@ typedef void (*wasmtime_error_delete_fn)(wasmtime_error_t *error);
 /* Returning a new error from the epoch-deadline callback traps the guest.
  * Holds for: 19 -> 50. */
 typedef wasmtime_error_t *(*wasmtime_error_new_fn)(const char *message);
+
+/* wasmtime/trap.h: the trap Wasmtime itself raises at an epoch deadline. Holds
+ * for: 34 -> 50; absent before 34. An unknown code panics (aborts): we only
+ * ever pass INTERRUPT, whose value holds for 19 -> 50. A wasm_trap_t and a
+ * wasmtime_error_t are both #[repr(C)] { Error } (19 -> 50), so the epoch
+ * callback may return one as the other, and the guest sees that very trap. */
+typedef uint8_t wasmtime_trap_code_t;
+#define WASMTIME_TRAP_CODE_INTERRUPT 10
+typedef wasm_trap_t *(*wasmtime_trap_new_code_fn)(wasmtime_trap_code_t code);
 
 #endif /* WASMTIME_GP_CAPI_H */

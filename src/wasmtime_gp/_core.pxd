@@ -27,13 +27,24 @@ cdef struct CApi:
     wasmtime_error_message_fn error_message
     wasmtime_error_delete_fn error_delete
     wasmtime_error_new_fn error_new
+    wasmtime_trap_new_code_fn trap_new_code    # NULL before Wasmtime 34
 
-# The plain C state behind one Sampler, the epoch callback's `void *data`: every field is read and written
+# The embedder's own epoch of one engine: how many times its code called Engine.increment_epoch(), counted
+# apart from our ticks (_epochs.py observes the calls). Its deadlines are kept in these ticks.
+cdef struct EmbedderEpochState:
+    uint64_t ticks                         # counted just before each of the embedder's increments lands
+    int refs                               # its EmbedderEpoch, and each SamplerState of the engine's stores
+
+# The plain C state behind our epoch-deadline callback on one store, the callback's `void *data`: a Sampler's,
+# or a guard's (a store of which we only keep the embedder's deadline). Every field is read and written
 # under `lock`. Count invariant: `samples` (Wasmtime's samples, the index the next one will have) plus
 # `host_extra` equals the number of rows the host-call splice (_host_frames.splice) writes, across rotations.
 cdef struct SamplerState:
     pthread_mutex_t lock
-    int refs                               # the Sampler, and the store while our callback is set
+    int refs                               # its Sampler and DeadlineKeepers, and the store while our callback is set
+    EmbedderEpochState *embedder           # the engine's embedder epoch (one reference)
+    bint has_deadline                      # whether the embedder set an epoch deadline we saw
+    uint64_t deadline                      # then, in embedder ticks: the guest traps once they reach it
     wasmtime_guestprofiler_t *wasmtime_profiler  # NULL once finished or dropped
     wasmtime_store_t *store                # NULL once the store has dropped our callback
     bint sampling                          # between start() and stop()
@@ -61,6 +72,16 @@ cdef class HostCall:
     cdef readonly int64_t wall_ns
     cdef readonly str name                 # "module.name"
     cdef readonly uint64_t first_nested    # index of the first Wasmtime sample taken while the call ran
+
+
+cdef class EmbedderEpoch:
+    """The embedder's epoch of one engine (a reference to its EmbedderEpochState)."""
+    cdef EmbedderEpochState *state
+
+
+cdef class DeadlineKeeper:
+    """Keeps the embedder's epoch deadline of one store, in the SamplerState our callback on it reads."""
+    cdef SamplerState *state               # one reference
 
 
 cdef class Sampler:

@@ -51,6 +51,8 @@ def bind(size_t library_handle, bint engine_first) -> list:
     api.error_new = <wasmtime_error_new_fn>_resolve(h, "wasmtime_error_new", missing)
     # Optional (Wasmtime >= 24): without it the ticker borrows wasmtime-py's engine pointer.
     api.engine_clone = <wasmtime_engine_clone_fn>dlsym(h, b"wasmtime_engine_clone")
+    # Optional (Wasmtime >= 34): without it an embedder's deadline surfaces as a WasmtimeError, not a Trap.
+    api.trap_new_code = <wasmtime_trap_new_code_fn>dlsym(h, b"wasmtime_trap_new_code")
     new_takes_engine = engine_first
     if engine_first:
         api.guestprofiler_new_v40 = <wasmtime_guestprofiler_new_v40_fn>new_fn
@@ -65,6 +67,11 @@ def bind(size_t library_handle, bint engine_first) -> list:
 def has_symbol(size_t library_handle, str name) -> bool:
     """Whether the library exports `name` (cross-checks the ABI against the version; at import, GIL held)."""
     return dlsym(<void *>library_handle, name.encode("ascii")) != NULL
+
+
+def raises_genuine_traps() -> bool:
+    """Whether an embedder's deadline reached under our callback raises Wasmtime's own Trap (>= 34). GIL held."""
+    return api.trap_new_code != NULL
 
 
 def can_clone_engine() -> bool:

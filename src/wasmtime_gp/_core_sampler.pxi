@@ -1,10 +1,10 @@
 # Part of _core.pyx: Sampler, the Python-facing class over one SamplerState, with the host-call tick
 # arithmetic, and the HostCall records it hands to _host_frames.
 
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int64_t, uint64_t, UINT64_MAX
 from libc.stdlib cimport calloc
 
-from wasmtime_gp._native.atomics cimport gp_load_i64, gp_load_u64
+from wasmtime_gp._native.atomics cimport gp_add_u64_ordered, gp_load_i64, gp_load_u64, gp_load_u64_ordered
 from wasmtime_gp._native.clock cimport monotonic_ns, thread_cpu_ns
 from wasmtime_gp._native.posix cimport (
     pthread_mutex_init, pthread_mutex_lock, pthread_mutex_unlock, pthread_self,
@@ -28,22 +28,80 @@ cdef class HostCall:
                 f"name={self.name!r}, first_nested={self.first_nested})")
 
 
+cdef class EmbedderEpoch:
+    """The embedder's own epoch of one engine: its Engine.increment_epoch() calls, none of our ticks."""
+
+    def __cinit__(self):
+        self.state = <EmbedderEpochState *>calloc(1, sizeof(EmbedderEpochState))
+        if self.state == NULL:
+            raise MemoryError()
+        self.state.refs = 1
+
+    def __dealloc__(self):
+        if self.state != NULL:
+            embedder_epoch_release(self.state)
+
+    def tick(self) -> None:
+        """Count one of the embedder's increments; call it just before the increment itself. Any thread."""
+        gp_add_u64_ordered(&self.state.ticks, 1)
+
+    @property
+    def ticks(self) -> int:
+        return gp_load_u64_ordered(&self.state.ticks)
+
+
+cdef class DeadlineKeeper:
+    """Keeps the embedder's epoch deadline of one store where our callback on it reads it (a Sampler's state,
+    or a guard's). Methods hold the GIL; set_deadline() runs where the embedder set it, on the store's thread."""
+
+    def __dealloc__(self):
+        if self.state != NULL:
+            sampler_release(self.state)
+
+    def set_deadline(self, size_t context_ptr, uint64_t ticks) -> None:
+        """What Store.set_epoch_deadline(ticks) asks: trap once the embedder's epoch has `ticks` more ticks."""
+        cdef SamplerState *s = self.state
+        cdef uint64_t now, left
+        cdef bint sampling
+        pthread_mutex_lock(&s.lock)
+        now = gp_load_u64_ordered(&s.embedder.ticks)
+        s.has_deadline = True
+        s.deadline = now + ticks if ticks <= UINT64_MAX - now else UINT64_MAX
+        left = embedder_ticks_left(s)
+        sampling = s.sampling
+        pthread_mutex_unlock(&s.lock)
+        # Sampling, the callback comes at the next tick of either kind and plans from there.
+        api.context_set_epoch_deadline(<wasmtime_context_t *>context_ptr, min(left, 1) if sampling else left)
+
+    def after_fork_in_child(self) -> None:
+        """In a forked child: the lock may have been held by a thread the child does not have."""
+        pthread_mutex_init(&self.state.lock, NULL)
+
+
+def guard_store(size_t store_ptr, EmbedderEpoch embedder) -> DeadlineKeeper:
+    """Set our callback on a store we do not profile, so that the embedder's deadline on it counts the
+    embedder's ticks only; return its keeper. GIL held, on the store's thread."""
+    cdef DeadlineKeeper keeper = DeadlineKeeper.__new__(DeadlineKeeper)
+    keeper.state = state_new(embedder.state)
+    if keeper.state == NULL:
+        raise MemoryError()
+    state_attach(keeper.state, <wasmtime_store_t *>store_ptr, NULL)
+    return keeper
+
+
 cdef class Sampler:
     """One Wasmtime guest profiler attached to one store (fields in _core.pxd). Methods hold the GIL."""
 
     def __cinit__(self, size_t engine_ptr, uint64_t engine_key, size_t store_ptr, bytes process_name,
                   uint64_t interval_ns, list modules, bint spin_ticker, int64_t ticker_interval_ns,
-                  int64_t timeout_ns):
+                  int64_t timeout_ns, EmbedderEpoch embedder not None, DeadlineKeeper previous):
         if not api_bound:
             raise RuntimeError("the wasmtime C API is not bound")
         cdef _NewArgs args = _NewArgs(engine_ptr, process_name, interval_ns, modules)
-        self.state = <SamplerState *>calloc(1, sizeof(SamplerState))
+        self.state = state_new(embedder.state)
         if self.state == NULL:
             raise MemoryError()
-        pthread_mutex_init(&self.state.lock, NULL)
-        self.state.refs = 1
         self.state.interval_ns = interval_ns
-        self.state.store = <wasmtime_store_t *>store_ptr
         with nogil:
             self.state.wasmtime_profiler = args.call_new()
         self.host_calls = []
@@ -57,11 +115,16 @@ cdef class Sampler:
             self.owns_engine = True
         else:
             self.engine = <wasm_engine_t *>engine_ptr
+        state_attach(self.state, <wasmtime_store_t *>store_ptr, NULL if previous is None else previous.state)
 
-        # The store holds the second reference until it drops our callback.
+    def deadline_keeper(self) -> DeadlineKeeper:
+        """A keeper of the embedder's deadline on this sampler's store (it outlives the sampler if need be)."""
+        cdef DeadlineKeeper keeper = DeadlineKeeper.__new__(DeadlineKeeper)
+        pthread_mutex_lock(&self.state.lock)
         self.state.refs += 1
-        api.store_epoch_deadline_callback(
-            <wasmtime_store_t *>store_ptr, on_epoch_deadline, self.state, on_callback_dropped)
+        pthread_mutex_unlock(&self.state.lock)
+        keeper.state = self.state
+        return keeper
 
     def __dealloc__(self):
         cdef wasmtime_guestprofiler_t *unfinished = NULL
@@ -90,6 +153,8 @@ cdef class Sampler:
         cdef SamplerState *s = self.state
         cdef Subscription *subscription
         cdef int64_t timeout_ns = self.timeout_left_ns
+        cdef uint64_t left
+        cdef bint attached
         if self.completed is not None or self.finish_error is not None:
             return False
         if self.subscription != NULL:
@@ -109,10 +174,13 @@ cdef class Sampler:
         s.last_cpu_ns = thread_cpu_ns()
         s.have_last = s.last_cpu_ns >= 0
         s.last_sample_ticks = self.ticks_at_start
+        attached = s.store != NULL
+        left = embedder_ticks_left(s)
         pthread_mutex_unlock(&s.lock)
-        if self.store_attached:
-            # Stopped, the store waited at a far deadline; sample from the next tick on.
-            api.context_set_epoch_deadline(<wasmtime_context_t *>context_ptr, 1)
+        if attached:
+            # Stopped, the store waited for the embedder's deadline only; sample from the next tick on
+            # (or trap at once if that deadline has passed, as Wasmtime would).
+            api.context_set_epoch_deadline(<wasmtime_context_t *>context_ptr, min(left, 1))
         return True
 
     @property
@@ -253,7 +321,7 @@ cdef class Sampler:
         cdef int64_t ended = monotonic_ns()
         cdef int64_t started = entered[0]
         cdef uint64_t samples_before = entered[1]
-        cdef uint64_t ticks = 0, step = 1, since, own, pending = 0, nested, anchor
+        cdef uint64_t ticks = 0, step = 1, since, own, pending = 0, nested, anchor, left
         if subscription != NULL:
             ticks = gp_load_u64(&subscription.clock.ticks)
             step = own_ticks(s, gp_load_i64(&subscription.clock.interval_ns))
@@ -279,9 +347,11 @@ cdef class Sampler:
         # Keep the part of an interval not yet sampled, and have the caller's wasm sample when it is
         # up: without this, it would take a sample for ticks just given to this call.
         s.last_sample_ticks += own * step
+        left = embedder_ticks_left(s)
         pthread_mutex_unlock(&s.lock)
         if own:
-            api.context_set_epoch_deadline(<wasmtime_context_t *>context_ptr, step - (since - own * step))
+            api.context_set_epoch_deadline(
+                <wasmtime_context_t *>context_ptr, min(step - (since - own * step), left))
         self.host_calls.append(HostCall(anchor, own + pending, ended - started, name, samples_before))
 
     cdef list take_host_calls(self, uint64_t before):

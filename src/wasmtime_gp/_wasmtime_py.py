@@ -8,6 +8,8 @@ loaded as `wasmtime._ffi.dll`. A closed object raises ValueError from `ptr()`.
 from __future__ import annotations
 
 import ctypes
+import functools
+import inspect
 import itertools
 import weakref
 from collections.abc import Callable
@@ -73,11 +75,12 @@ def caller_context_address(caller: wasmtime.Caller) -> int:
 
 
 def before_engine_close(engine: wasmtime.Engine, callback: Callable[[], object]) -> None:
-    """Run `callback` (held weakly, a bound method) just before wasmtime-py deletes `engine`'s C object.
+    """Run `callback` just before wasmtime-py deletes `engine`'s C object. A bound method is held weakly
+    (the engine must not keep a profiler alive), any other callable strongly.
 
     wasmtime-py's Managed.close() calls `self._delete(ptr)`; an attribute on the instance runs first.
     """
-    callbacks: list[weakref.WeakMethod[Callable[[], object]]] | None = engine.__dict__.get(
+    callbacks: list[Callable[[], Callable[[], object] | None]] | None = engine.__dict__.get(
         "_wasmtime_gp_on_close"
     )
     if callbacks is None:
@@ -93,7 +96,7 @@ def before_engine_close(engine: wasmtime.Engine, callback: Callable[[], object])
 
         engine.__dict__["_wasmtime_gp_on_close"] = callbacks
         engine.__dict__["_delete"] = delete_after_callbacks
-    callbacks.append(weakref.WeakMethod(callback))
+    callbacks.append(weakref.WeakMethod(callback) if inspect.ismethod(callback) else lambda: callback)
 
 
 _engine_serials: weakref.WeakKeyDictionary[wasmtime.Engine, int] = weakref.WeakKeyDictionary()
@@ -121,3 +124,43 @@ def store_engine(store: wasmtime.Store) -> wasmtime.Engine:
     """The Engine a Store was created with (wasmtime-py keeps it as `store.engine`)."""
     engine: wasmtime.Engine = store.engine
     return engine
+
+
+def observe_epoch_calls(
+    before_increment: Callable[[int], None],
+    set_deadline: Callable[[wasmtime.Store, Any, Callable[[wasmtime.Store, Any], None]], None],
+) -> None:
+    """Have the embedder's epoch calls report to us, once per process.
+
+    - `Engine.increment_epoch()` calls `_ffi.wasmtime_engine_increment_epoch`, looked up at each call: replacing
+      it sees every call, bound methods taken before included. `before_increment(engine address)` runs just
+      before the increment. Our own increments go through the C API directly and are not seen.
+    - `Store.set_epoch_deadline(ticks)` is replaced on the class (the store is needed, not just its context):
+      `set_deadline(store, ticks, original)` runs instead.
+    """
+    increment = _ffi.wasmtime_engine_increment_epoch
+    if getattr(increment, "_wasmtime_gp", False):
+        return
+
+    def increment_epoch(engine: Any) -> None:
+        try:
+            address = ctypes.addressof(engine.contents)
+        except (
+            AttributeError,
+            TypeError,
+            ValueError,
+        ):  # not an engine pointer: wasmtime-py's own error follows
+            pass
+        else:
+            before_increment(address)
+        increment(engine)
+
+    original = wasmtime.Store.set_epoch_deadline
+
+    @functools.wraps(original)
+    def set_epoch_deadline(self: wasmtime.Store, ticks_after_current: Any) -> None:
+        set_deadline(self, ticks_after_current, original)
+
+    increment_epoch._wasmtime_gp = True  # type: ignore[attr-defined]
+    _ffi.wasmtime_engine_increment_epoch = increment_epoch
+    wasmtime.Store.set_epoch_deadline = set_epoch_deadline  # type: ignore[method-assign]

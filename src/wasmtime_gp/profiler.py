@@ -13,7 +13,17 @@ from typing import Any, Union
 
 import wasmtime
 
-from wasmtime_gp import _checks, _core, _files, _host_frames, _registry, _symbols, _ticker, _wasmtime_py
+from wasmtime_gp import (
+    _checks,
+    _core,
+    _epochs,
+    _files,
+    _host_frames,
+    _registry,
+    _symbols,
+    _ticker,
+    _wasmtime_py,
+)
 from wasmtime_gp._abi import WASMTIME_MAJOR
 from wasmtime_gp._errors import (
     GuestProfilerError,
@@ -141,6 +151,7 @@ class GuestProfiler:
         spin_ticker, ticker_interval_ns = self._ticker_plan()  # its warning points at the caller
 
         def make_sampler() -> None:
+            # Our callback replaces any guard of ours on the store, and keeps the embedder's deadline it kept.
             self._native = _core.Sampler(
                 engine_address,
                 _wasmtime_py.engine_serial(engine),
@@ -151,7 +162,10 @@ class GuestProfiler:
                 spin_ticker,
                 ticker_interval_ns,
                 timeout_ns,
+                _epochs.engine_epoch(engine),
+                _epochs.keeper_of(store),
             )
+            _epochs.adopt(store, self._native.deadline_keeper())
 
         _registry.claim_store(store_address, self, make_sampler)
         if not _core.can_clone_engine():

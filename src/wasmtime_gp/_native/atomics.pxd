@@ -1,4 +1,4 @@
-# Declarations only: atomics.h, the relaxed atomics for values read across threads without a lock.
+# Declarations only: atomics.h, the atomics for values read across threads without a lock.
 from libc.stdint cimport int64_t, uint64_t
 
 cdef extern from "atomics.h" nogil:
@@ -6,3 +6,6 @@ cdef extern from "atomics.h" nogil:
     void gp_store_i64(int64_t *p, int64_t v)
     uint64_t gp_load_u64(const uint64_t *p)
     void gp_add_u64(uint64_t *p, uint64_t v)
+    void gp_add_u64_ordered(uint64_t *p, uint64_t v)
+    uint64_t gp_load_u64_ordered(const uint64_t *p)
+    int gp_add_int(int *p, int v)

@@ -8,6 +8,7 @@ cdef extern from "wasmtime_capi.h" nogil:
     ctypedef struct wasmtime_module_t
     ctypedef struct wasmtime_error_t
     ctypedef struct wasmtime_guestprofiler_t
+    ctypedef struct wasm_trap_t
 
     ctypedef struct wasm_byte_vec_t:
         size_t size
@@ -18,6 +19,8 @@ cdef extern from "wasmtime_capi.h" nogil:
         const wasm_name_t *name
         const wasmtime_module_t *mod
 
+    ctypedef uint8_t wasmtime_trap_code_t
+    enum: WASMTIME_TRAP_CODE_INTERRUPT
     ctypedef uint8_t wasmtime_update_deadline_kind_t
     enum: WASMTIME_UPDATE_DEADLINE_CONTINUE
 
@@ -46,3 +49,4 @@ cdef extern from "wasmtime_capi.h" nogil:
     ctypedef void (*wasmtime_error_message_fn)(const wasmtime_error_t *, wasm_name_t *) noexcept nogil
     ctypedef void (*wasmtime_error_delete_fn)(wasmtime_error_t *) noexcept nogil
     ctypedef wasmtime_error_t *(*wasmtime_error_new_fn)(const char *) noexcept nogil
+    ctypedef wasm_trap_t *(*wasmtime_trap_new_code_fn)(wasmtime_trap_code_t) noexcept nogil
