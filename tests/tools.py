@@ -56,3 +56,12 @@ def program(*names: str) -> str:
             return found
     _missing(" or ".join(names))
     raise AssertionError("unreachable")
+
+
+def wasmtime_py_tests() -> Path:
+    """wasmtime-py's own test suite: a directory with the wasmtime sdist's tests/ and its VERSION, fetched by
+    tests/peer/fetch_tests.py (.ci/run fetches it)."""
+    directory = Path(os.environ.get("WASMTIME_GP_PEER_TESTS", ROOT / "build" / "wasmtime-py-tests"))
+    if not (directory / "tests").is_dir() or not (directory / "VERSION").is_file():
+        _missing(f"wasmtime-py's test suite in {directory} (`python tests/peer/fetch_tests.py {directory}`)")
+    return directory
