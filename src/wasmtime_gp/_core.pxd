@@ -41,7 +41,7 @@ cdef struct EmbedderEpochState:
 # `host_extra` equals the number of rows the host-call splice (_host_frames.splice) writes, across rotations.
 cdef struct SamplerState:
     pthread_mutex_t lock
-    int refs                               # its Sampler and DeadlineKeepers, and the store while our callback is set
+    int refs                               # its Sampler, DeadlineKeepers, the store while our callback is set
     EmbedderEpochState *embedder           # the engine's embedder epoch (one reference)
     bint has_deadline                      # whether the embedder set an epoch deadline we saw
     uint64_t deadline                      # then, in embedder ticks: the guest traps once they reach it

@@ -70,7 +70,7 @@ def has_symbol(size_t library_handle, str name) -> bool:
 
 
 def raises_genuine_traps() -> bool:
-    """Whether an embedder's deadline reached under our callback raises Wasmtime's own Trap (>= 34). GIL held."""
+    """Whether an embedder's deadline reached under our callback raises Wasmtime's own Trap (>= 34). GIL."""
     return api.trap_new_code != NULL
 
 

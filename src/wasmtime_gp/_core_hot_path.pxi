@@ -109,7 +109,7 @@ cdef wasmtime_error_t *on_epoch_deadline(
     if interrupt:
         return api.error_new(b"interrupted by wasmtime-gp")
     if deadline_reached:
-        # The deadline stays passed, as in Wasmtime: every later epoch check traps too, until a new one is set.
+        # The deadline stays passed, as in Wasmtime: every later epoch check traps too, until one is set.
         return deadline_trap()
     return NULL
 

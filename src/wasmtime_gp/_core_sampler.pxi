@@ -52,14 +52,15 @@ cdef class EmbedderEpoch:
 
 cdef class DeadlineKeeper:
     """Keeps the embedder's epoch deadline of one store where our callback on it reads it (a Sampler's state,
-    or a guard's). Methods hold the GIL; set_deadline() runs where the embedder set it, on the store's thread."""
+    or a guard's). Methods hold the GIL; set_deadline() runs where the embedder calls it, on the store's
+    thread."""
 
     def __dealloc__(self):
         if self.state != NULL:
             sampler_release(self.state)
 
     def set_deadline(self, size_t context_ptr, uint64_t ticks) -> None:
-        """What Store.set_epoch_deadline(ticks) asks: trap once the embedder's epoch has `ticks` more ticks."""
+        """What Store.set_epoch_deadline(ticks) asks: trap once the embedder's epoch is `ticks` further."""
         cdef SamplerState *s = self.state
         cdef uint64_t now, left
         cdef bint sampling
@@ -118,7 +119,7 @@ cdef class Sampler:
         state_attach(self.state, <wasmtime_store_t *>store_ptr, NULL if previous is None else previous.state)
 
     def deadline_keeper(self) -> DeadlineKeeper:
-        """A keeper of the embedder's deadline on this sampler's store (it outlives the sampler if need be)."""
+        """A keeper of the embedder's deadline on this sampler's store (it may outlive the sampler)."""
         cdef DeadlineKeeper keeper = DeadlineKeeper.__new__(DeadlineKeeper)
         pthread_mutex_lock(&self.state.lock)
         self.state.refs += 1
