@@ -25,6 +25,11 @@ def exercise() -> None:
     module = wasmtime.Module(engine, CHAIN)
     for round_ in range(200):
         store = wasmtime.Store(engine)
+        if round_ % 2:
+            store.set_epoch_deadline(1 << 40)  # a guard first, which the profiler's callback replaces
+        neighbour = wasmtime.Store(engine)
+        neighbour.set_epoch_deadline(5)  # a guard only, freed with its store
+        engine.increment_epoch()
         run = wasmtime.Instance(store, module, []).exports(store)["run"]
         profiler = GuestProfiler(store, [module], interval=0.0001, timeout=60)
         with profiler:
@@ -33,7 +38,12 @@ def exercise() -> None:
             profiler.finish()
         elif round_ % 3 == 1:
             store.close()  # the store first
-        del run, profiler, store  # or the profiler dropped unfinished
+        del run, profiler, store, neighbour  # or the profiler dropped unfinished
+    closed = make_engine()  # an engine with an embedder's epoch, closed before its stores go
+    guarded = wasmtime.Store(closed)
+    guarded.set_epoch_deadline(1)
+    closed.close()
+    del guarded
     store = wasmtime.Store(engine)
     linker = host_calls.instrument(wasmtime.Linker(engine))
     linker.define_func("env", "f", wasmtime.FuncType([], []), lambda: None)

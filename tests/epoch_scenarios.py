@@ -62,13 +62,17 @@ class Embedder:
         return set_at
 
     def run(
-        self, store: wasmtime.Store, instance: wasmtime.Instance, deadline: int | None, set_at: int = 0
+        self, store: wasmtime.Store, instance: wasmtime.Instance, deadline: int, set_at: int | None = None
     ) -> dict[str, Any]:
-        """Run `spin` with `deadline` embedder ticks (None: the one set at tick `set_at`) until it traps;
-        "ticks" is how many embedder ticks there were from setting the deadline to the trap."""
-        if deadline is not None:
+        """Run `spin` with a deadline of `deadline` embedder ticks (set now, or already at tick `set_at`)
+        until it traps.
+
+        "ticks": the embedder's ticks from setting the deadline to the trap; "late": its ticks after both the
+        deadline and the start of this run (a deadline set earlier may have passed before the call).
+        """
+        if set_at is None:
             set_at = self.set_deadline(store, deadline)
-        started = time.monotonic()
+        run_at, started = self.ticks, time.monotonic()
         try:
             instance.exports(store)["spin"](store)
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
@@ -76,8 +80,9 @@ class Embedder:
             return {
                 "error": type(exc).__name__,
                 "trap_code": str(getattr(exc, "trap_code", None)),
-                "message": str(exc).strip().splitlines()[-1].strip(),
+                "message": str(exc),  # with RUST_BACKTRACE=1, Wasmtime 39 appends a Rust backtrace
                 "ticks": ticks - set_at,
+                "late": ticks - max(run_at, set_at + deadline),
                 "seconds": ended - started,
             }
         raise AssertionError("spin returned")
@@ -106,13 +111,13 @@ def profiled(interval: float, deadline: int, when: str) -> dict[str, Any]:
 
     embedder = Embedder()
     store, instance = embedder.store()
-    set_at = embedder.set_deadline(store, deadline) if when == "before" else 0
+    set_at = embedder.set_deadline(store, deadline) if when == "before" else None
     profiler = GuestProfiler(store, [embedder.module], interval=interval)
     profiler.start()
-    result = embedder.run(store, instance, deadline if when == "after_start" else None, set_at)
+    result = embedder.run(store, instance, deadline, set_at)
     result["samples"] = profiler.sample_count
-    again = embedder.run(store, instance, None, embedder.ticks)  # the deadline stays passed, as in Wasmtime
-    result["again_ticks"], result["again_error"] = again["ticks"], again["error"]
+    again = embedder.run(store, instance, 0, embedder.ticks)  # the deadline stays passed, as in Wasmtime
+    result["again_late"], result["again_error"] = again["late"], again["error"]
     profiler.finish()
     embedder.close()
     return result
@@ -141,11 +146,11 @@ def neighbour(interval: float, deadline: int, when: str) -> dict[str, Any]:
     embedder = Embedder()
     store, instance = embedder.store()
     other, other_instance = embedder.store()
-    set_at = embedder.set_deadline(other, deadline) if when == "before" else 0
+    set_at = embedder.set_deadline(other, deadline) if when == "before" else None
     profiler = GuestProfiler(store, [embedder.module], interval=interval)
     profiler.start()
     profiled_run = embedder.run_on_thread(store, instance, 3 * deadline)
-    result = embedder.run(other, other_instance, deadline if when == "after_start" else None, set_at)
+    result = embedder.run(other, other_instance, deadline, set_at)
     profiled_run()
     result["samples"] = profiler.sample_count
     profiler.finish()

@@ -45,8 +45,11 @@ def assert_embedder_trap(result: dict[str, Any], deadline: int = DEADLINE) -> No
         assert (result["error"], result["trap_code"]) == ("Trap", "TrapCode.INTERRUPT"), result
     else:  # before 34 our callback cannot make a Trap: the same message, as a WasmtimeError
         assert result["error"] == "WasmtimeError", result
-    assert result["message"] == "wasm trap: interrupt", result
-    assert deadline <= result["ticks"] <= 2 * deadline, result
+    assert "wasm trap: interrupt" in result["message"], result
+    assert result["ticks"] >= deadline, result
+    # Late by the embedder's ticks after the deadline (or after the call, if it had passed by then, as when
+    # making the profiler took longer than the deadline): generous, for a loaded machine.
+    assert result["late"] <= max(deadline, 5), result
 
 
 @pytest.mark.parametrize("interval", [0.001, 0.0001])
@@ -55,9 +58,9 @@ def test_the_profiled_stores_deadline_fires_on_the_embedders_tick(interval, when
     result = scenario("profiled", interval=interval, deadline=DEADLINE, when=when)
     assert_embedder_trap(result)
     # Sampling went on until the trap: a tenth of the asked rate is far below what even a loaded machine gives.
-    assert result["samples"] >= result["seconds"] / interval / 10, result
+    assert result["samples"] >= int(result["seconds"] / interval / 10), result
     # As in Wasmtime, a passed deadline stays passed: the next call traps at once.
-    assert result["again_error"] == result["error"] and result["again_ticks"] <= 2, result
+    assert result["again_error"] == result["error"] and result["again_late"] <= 5, result
 
 
 @pytest.mark.parametrize("interval", [0.001, 0.0001])
@@ -88,7 +91,7 @@ def test_a_finished_profilers_store_keeps_the_deadline_while_another_profiler_ti
 
 def test_the_profilers_timeout_wins_when_it_is_earlier():
     result = scenario("with_timeout", interval=0.0005, deadline=10 * DEADLINE, timeout=0.05)
-    assert result["timed_out"] and result["message"] == "wasm guest timed out (wasmtime-gp timeout)", result
+    assert result["timed_out"] and "wasm guest timed out (wasmtime-gp timeout)" in result["message"], result
     assert result["ticks"] < 10 * DEADLINE, result
 
 
@@ -122,7 +125,7 @@ def test_our_ticks_are_not_counted_as_the_embedders():
 def test_a_deadline_of_zero_traps_at_the_first_check():
     result = scenario("zero", interval=0.001)
     assert_embedder_trap(result, deadline=0)
-    assert result["ticks"] == 0 and result["ran_again"], result
+    assert result["ran_again"], result
 
 
 @pytest.mark.parametrize("ticks", [-1, 1 << 64, 2.5, "3"])

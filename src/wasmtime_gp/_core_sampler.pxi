@@ -63,30 +63,50 @@ cdef class DeadlineKeeper:
         """What Store.set_epoch_deadline(ticks) asks: trap once the embedder's epoch is `ticks` further."""
         cdef SamplerState *s = self.state
         cdef uint64_t now, left
-        cdef bint sampling
+        cdef bint sampling, attached
         pthread_mutex_lock(&s.lock)
         now = gp_load_u64_ordered(&s.embedder.ticks)
         s.has_deadline = True
         s.deadline = now + ticks if ticks <= UINT64_MAX - now else UINT64_MAX
         left = embedder_ticks_left(s)
         sampling = s.sampling
+        attached = s.store != NULL
         pthread_mutex_unlock(&s.lock)
-        # Sampling, the callback comes at the next tick of either kind and plans from there.
-        api.context_set_epoch_deadline(<wasmtime_context_t *>context_ptr, min(left, 1) if sampling else left)
+        if not attached:  # only recorded: Wasmtime keeps the deadline alone, as asked
+            left = ticks
+        elif sampling:  # the callback comes at the next tick of either kind and plans from there
+            left = min(left, 1)
+        api.context_set_epoch_deadline(<wasmtime_context_t *>context_ptr, left)
+
+    @property
+    def guards(self) -> bool:
+        """Whether our callback on the store reads this deadline (a guard's or a profiler's), or it is only
+        recorded."""
+        pthread_mutex_lock(&self.state.lock)
+        attached = self.state.store != NULL
+        pthread_mutex_unlock(&self.state.lock)
+        return attached
 
     def after_fork_in_child(self) -> None:
         """In a forked child: the lock may have been held by a thread the child does not have."""
         pthread_mutex_init(&self.state.lock, NULL)
 
 
-def guard_store(size_t store_ptr, EmbedderEpoch embedder) -> DeadlineKeeper:
-    """Set our callback on a store we do not profile, so that the embedder's deadline on it counts the
-    embedder's ticks only; return its keeper. GIL held, on the store's thread."""
+def keep_deadline(EmbedderEpoch embedder, size_t store_ptr=0, DeadlineKeeper previous=None) -> DeadlineKeeper:
+    """A keeper of the embedder's deadline on a store we do not profile, taking it over from `previous`.
+
+    With `store_ptr`, a guard: our callback on the store, so that the deadline counts the embedder's ticks
+    only. Without, the deadline is only recorded (for a profiler made on the store later) and Wasmtime keeps
+    it alone: set_deadline() then sets it exactly as Store.set_epoch_deadline would. GIL held, on the
+    store's thread.
+    """
     cdef DeadlineKeeper keeper = DeadlineKeeper.__new__(DeadlineKeeper)
     keeper.state = state_new(embedder.state)
     if keeper.state == NULL:
         raise MemoryError()
-    state_attach(keeper.state, <wasmtime_store_t *>store_ptr, NULL)
+    if store_ptr:
+        state_attach(
+            keeper.state, <wasmtime_store_t *>store_ptr, NULL if previous is None else previous.state)
     return keeper
 
 

@@ -3,12 +3,13 @@ kept apart from our ticks, so that its deadlines keep their meaning on every sto
 
 An engine's epoch counts our ticks and the embedder's alike. From import on, we observe the embedder's calls:
 - each engine it sets a deadline on, or that we profile, gets an `EmbedderEpoch` counting its increments only;
-- each store it sets a deadline on gets our epoch-deadline callback (a guard, or its profiler's), whose state
-  keeps that deadline in the embedder's ticks: the guest traps when they reach it, with Wasmtime's own trap,
-  and our ticks only make the callback look and continue.
+- each store it sets a deadline on gets a `DeadlineKeeper` that keeps the deadline in the embedder's ticks,
+  in the state of our epoch-deadline callback on the store (a guard's, or its profiler's): the guest traps
+  when they reach it, with Wasmtime's own trap, and our ticks only make the callback look and continue.
 
 Wasmtime >= 34 can make that very trap (`_core.raises_genuine_traps()`). Before, our callback can only raise a
-WasmtimeError, so a store is guarded only once its engine is profiled, and behaves as before until then.
+WasmtimeError, so until its engine is profiled a store's keeper only records the deadline (for a profiler made
+on the store later) and leaves it to Wasmtime; the store's next deadline after that is guarded.
 What cannot be seen (deadlines set before import, calls through wasmtime's private `_ffi`, increments from
 native code) is listed in the README.
 """
@@ -32,6 +33,7 @@ _lock = threading.RLock()  # re-entrant: a signal handler may set a deadline whi
 _epochs: weakref.WeakKeyDictionary[wasmtime.Engine, _core.EmbedderEpoch] = weakref.WeakKeyDictionary()
 _by_engine_address: dict[int, _core.EmbedderEpoch] = {}  # what an increment of wasmtime-py's reports
 _keepers: weakref.WeakKeyDictionary[wasmtime.Store, _core.DeadlineKeeper] = weakref.WeakKeyDictionary()
+_profiled: weakref.WeakSet[wasmtime.Engine] = weakref.WeakSet()  # engines that have had a profiler
 
 
 def engine_epoch(engine: wasmtime.Engine) -> _core.EmbedderEpoch:
@@ -51,9 +53,13 @@ def engine_epoch(engine: wasmtime.Engine) -> _core.EmbedderEpoch:
         return epoch
 
 
-def keeper_of(store: wasmtime.Store) -> _core.DeadlineKeeper | None:
-    """What keeps the embedder's deadline on `store` (a guard's or a profiler's state), if anything does."""
-    return _keepers.get(store)
+def for_profiler(store: wasmtime.Store) -> tuple[_core.EmbedderEpoch, _core.DeadlineKeeper | None]:
+    """For a profiler about to be made on `store`: its engine's epoch, and what keeps the deadline the
+    embedder set on the store so far (the profiler's callback takes it over), if anything does."""
+    engine = _wasmtime_py.store_engine(store)
+    with _lock:
+        _profiled.add(engine)
+        return engine_epoch(engine), _keepers.get(store)
 
 
 def adopt(store: wasmtime.Store, keeper: _core.DeadlineKeeper) -> None:
@@ -80,15 +86,14 @@ def _set_deadline(
         original(store, ticks)  # ctypes' own error, or its conversion
         return
     keeper = _keepers.get(store)
-    if keeper is None:
+    if keeper is None or not keeper.guards:
         engine = _wasmtime_py.store_engine(store)
         with _lock:
-            if engine not in _epochs and not _core.raises_genuine_traps():
-                original(store, ticks)  # Wasmtime < 34, an engine never profiled: Wasmtime's own trap
-                return
-            keeper = _keepers[store] = _core.guard_store(
-                _wasmtime_py.store_address(store), engine_epoch(engine)
-            )
+            if _core.raises_genuine_traps() or engine in _profiled:
+                keeper = _core.keep_deadline(engine_epoch(engine), _wasmtime_py.store_address(store), keeper)
+            elif keeper is None:  # Wasmtime < 34, an engine never profiled: recorded, left to Wasmtime
+                keeper = _core.keep_deadline(engine_epoch(engine))
+            _keepers[store] = keeper
     keeper.set_deadline(context, ticks & _U64)
 
 

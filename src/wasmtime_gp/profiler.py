@@ -152,6 +152,7 @@ class GuestProfiler:
 
         def make_sampler() -> None:
             # Our callback replaces any guard of ours on the store, and keeps the embedder's deadline it kept.
+            embedder_epoch, deadline_keeper = _epochs.for_profiler(store)
             self._native = _core.Sampler(
                 engine_address,
                 _wasmtime_py.engine_serial(engine),
@@ -162,8 +163,8 @@ class GuestProfiler:
                 spin_ticker,
                 ticker_interval_ns,
                 timeout_ns,
-                _epochs.engine_epoch(engine),
-                _epochs.keeper_of(store),
+                embedder_epoch,
+                deadline_keeper,
             )
             _epochs.adopt(store, self._native.deadline_keeper())
 
