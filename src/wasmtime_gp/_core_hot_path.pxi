@@ -57,6 +57,13 @@ cdef inline uint64_t embedder_ticks_left(SamplerState *s) noexcept nogil:
     return min(s.deadline - now, FAR_DEADLINE_TICKS) if now < s.deadline else 0
 
 
+cdef inline uint64_t next_check_when_idle(SamplerState *s) noexcept nogil:
+    """When a store not being sampled checks in again, in engine ticks (lock held): at the next one while
+    its profiler could start (start() comes from any thread, and only this callback can bring the guest's
+    deadline near), else only for the embedder's deadline. Nothing while nothing moves the engine's epoch."""
+    return 1 if s.wasmtime_profiler != NULL and s.store != NULL else FAR_DEADLINE_TICKS
+
+
 cdef inline wasmtime_error_t *deadline_trap() noexcept nogil:
     """What Wasmtime itself raises when a store reaches its epoch deadline: a Trap, code INTERRUPT (>= 34;
     before, only an error with its message can be made)."""
@@ -75,9 +82,10 @@ cdef wasmtime_error_t *on_epoch_deadline(
     """
     cdef SamplerState *s = <SamplerState *>data
     cdef bint interrupt, timed_out, deadline_reached
-    cdef uint64_t ticks, step, since, delta = FAR_DEADLINE_TICKS, left
+    cdef uint64_t ticks, step, since, delta, left
     pthread_mutex_lock(&s.lock)
     s.callbacks += 1
+    delta = next_check_when_idle(s)
     if s.wasmtime_profiler != NULL and s.sampling and s.store != NULL and s.subscription != NULL:
         ticks = gp_load_u64(&s.subscription.clock.ticks)
         step = own_ticks(s, gp_load_i64(&s.subscription.clock.interval_ns))

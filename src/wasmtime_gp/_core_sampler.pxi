@@ -115,10 +115,12 @@ cdef class Sampler:
 
     def __cinit__(self, size_t engine_ptr, uint64_t engine_key, size_t store_ptr, bytes process_name,
                   uint64_t interval_ns, list modules, bint spin_ticker, int64_t ticker_interval_ns,
-                  int64_t timeout_ns, EmbedderEpoch embedder not None, DeadlineKeeper previous):
+                  int64_t timeout_ns, EmbedderEpoch embedder not None, DeadlineKeeper previous,
+                  size_t context_ptr):
         if not api_bound:
             raise RuntimeError("the wasmtime C API is not bound")
         cdef _NewArgs args = _NewArgs(engine_ptr, process_name, interval_ns, modules)
+        cdef uint64_t left
         self.state = state_new(embedder.state)
         if self.state == NULL:
             raise MemoryError()
@@ -137,6 +139,12 @@ cdef class Sampler:
         else:
             self.engine = <wasm_engine_t *>engine_ptr
         state_attach(self.state, <wasmtime_store_t *>store_ptr, NULL if previous is None else previous.state)
+        # From now on the store checks in at every tick of the engine (none while nothing ticks it), so that
+        # start() from any thread takes effect at the next one, even inside a long guest call.
+        pthread_mutex_lock(&self.state.lock)
+        left = embedder_ticks_left(self.state)
+        pthread_mutex_unlock(&self.state.lock)
+        api.context_set_epoch_deadline(<wasmtime_context_t *>context_ptr, min(left, 1))
 
     def deadline_keeper(self) -> DeadlineKeeper:
         """A keeper of the embedder's deadline on this sampler's store (it may outlive the sampler)."""
@@ -166,16 +174,15 @@ cdef class Sampler:
     # start(), stop() and finish() run no Python code, so a Python signal handler cannot run in the middle
     # of one (it runs between bytecodes of the main thread); each is idempotent.
 
-    def start(self, size_t context_ptr) -> bool:
-        """Begin sampling; False if finished (nothing to start). A no-op while running.
+    def start(self) -> bool:
+        """Begin sampling; False if finished (nothing to start). A no-op while running. Any thread: the
+        store checks in at the engine's next tick, and samples from then on, even inside a running call.
 
         With a timeout left, the guest traps once that much wall-clock time has passed from now.
         """
         cdef SamplerState *s = self.state
         cdef Subscription *subscription
         cdef int64_t timeout_ns = self.timeout_left_ns
-        cdef uint64_t left
-        cdef bint attached
         if self.completed is not None or self.finish_error is not None:
             return False
         if self.subscription != NULL:
@@ -195,13 +202,7 @@ cdef class Sampler:
         s.last_cpu_ns = thread_cpu_ns()
         s.have_last = s.last_cpu_ns >= 0
         s.last_sample_ticks = self.ticks_at_start
-        attached = s.store != NULL
-        left = embedder_ticks_left(s)
         pthread_mutex_unlock(&s.lock)
-        if attached:
-            # Stopped, the store waited for the embedder's deadline only; sample from the next tick on
-            # (or trap at once if that deadline has passed, as Wasmtime would).
-            api.context_set_epoch_deadline(<wasmtime_context_t *>context_ptr, min(left, 1))
         return True
 
     @property

@@ -165,6 +165,7 @@ class GuestProfiler:
                 timeout_ns,
                 embedder_epoch,
                 deadline_keeper,
+                self._context,
             )
             _epochs.adopt(store, self._native.deadline_keeper())
 
@@ -254,7 +255,8 @@ class GuestProfiler:
             )
 
     def start(self) -> None:
-        """Start (or resume) sampling. Call it on a thread where the store is not running a guest."""
+        """Start (or resume) sampling; from any thread, even while the guest runs on another: sampling begins
+        at the engine's next tick. (Make the profiler where the store is idle: that sets its callback.)"""
         with self._lock:
             self._require_unfinished("start()")
             if self._native.running:
@@ -264,7 +266,7 @@ class GuestProfiler:
             if self.timed_out:
                 raise ProfilerStateError("the timeout was reached: finish() this profiler")
             _registry.set_running(self._context, self._native)
-            if not self._native.start(self._context):  # finished meanwhile, by a signal handler
+            if not self._native.start():  # finished meanwhile, by a signal handler
                 self._stop()
                 raise ProfilerStateError("cannot start(): the profiler was finished meanwhile")
 
