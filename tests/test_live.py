@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import gc
+import gzip
+import json
 import threading
 import time
+from collections import Counter
 
+import pytest
 from conftest import instantiate
 from guests import CHAIN
 
-from wasmtime_gp import GuestProfiler, _test_utils
+from wasmtime_gp import GuestProfiler, ProfilerStateError, _test_utils, live
 
 WAIT = 30.0  # seconds: a bound on every wait here, far above what an idle machine needs (a few ms)
+
+
+def pprof_samples(data: bytes) -> list[dict[str, str]]:
+    """The string labels of each sample of a gzipped pprof profile."""
+    from wasmtime_gp.exports.pprof import _profile_class
+
+    message = _profile_class()()
+    message.ParseFromString(gzip.decompress(data))
+    strings = message.string_table
+    return [{strings[label.key]: strings[label.str] for label in sample.label} for sample in message.sample]
 
 
 def _wait_for(condition, what: str) -> None:
@@ -58,3 +73,63 @@ def test_a_profiler_made_but_never_started_costs_nothing(spins_for):
     assert not _test_utils.ticker_thread_is_running()
     assert _test_utils.callback_count(profiler._native) == 0 and profiler.sample_count == 0
     profiler.finish()
+
+
+def test_a_capture_samples_every_tracked_store_while_their_guests_run(spins_for):
+    engine_guests = [instantiate(CHAIN) for _ in range(2)]
+    for index, guest in enumerate(engine_guests):
+        live.track(guest.store, [guest.module], name=f"worker-{index}", labels={"tenant": f"t{index}"})
+    assert not _test_utils.ticker_thread_is_running()  # tracked: nothing runs until a capture
+    running = threading.Event()
+    stop = threading.Event()
+
+    def serve(guest) -> None:
+        running.set()
+        while not stop.is_set():
+            guest.call("run", spins_for(0.02))
+
+    workers = [threading.Thread(target=serve, args=(guest,)) for guest in engine_guests]
+    for worker in workers:
+        worker.start()
+    try:
+        running.wait(WAIT)
+        capture = live.capture(0.3)
+        late = instantiate(CHAIN)
+        live.track(late.store, [late.module], name="late")  # no capture runs: it waits for the next
+        other = threading.Thread(target=lambda: live.capture(0.3))
+        other.start()
+        _wait_for(live.capturing, "the other capture")
+        with pytest.raises(ProfilerStateError, match="one at a time"):
+            live.capture(0.1)
+        other.join()
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join()
+    assert sorted(store.name for store in capture.stores) == ["worker-0", "worker-1"]
+    assert all(store.sample_count > 0 for store in capture.stores)
+    merged = json.loads(capture.firefox())
+    assert sorted(thread["name"] for thread in merged["threads"]) == ["worker-0", "worker-1"]
+    by_tenant = Counter()
+    for sample in pprof_samples(capture.pprof()):
+        by_tenant[(sample["store"], sample["tenant"])] += 1
+    assert set(by_tenant) == {("worker-0", "t0"), ("worker-1", "t1")}
+
+
+def test_a_store_that_goes_leaves_the_registry():
+    guest = instantiate(CHAIN)
+    before = live.tracked_count()
+    live.track(guest.store, [guest.module])
+    assert live.tracked_count() == before + 1
+    del guest
+    gc.collect()
+    assert live.tracked_count() == before
+
+
+def test_a_capture_with_nothing_running_has_no_store():
+    guest = instantiate(CHAIN)
+    live.track(guest.store, [guest.module])
+    capture = live.capture(0.05)
+    assert capture.stores == () and capture.sample_count == 0
+    with pytest.raises(ProfilerStateError, match="no sample"):
+        capture.firefox()

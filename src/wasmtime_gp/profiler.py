@@ -129,7 +129,8 @@ class GuestProfiler:
         _checks.require_epoch_interruption(engine, named[0][1])
         _checks.require_modules_of_engine(engine, named, process_name)
 
-        self._store = store
+        # The store is not kept alive by its profiler (a registry of live stores holds profilers of stores
+        # that may go); once it goes, the profiler keeps its samples and can only be finished.
         self._engine = engine
         self._modules = named  # Wasmtime holds its own references too; these are for rotation
         if debug_info is not None and not isinstance(debug_info, Mapping):
@@ -223,6 +224,12 @@ class GuestProfiler:
     @property
     def running(self) -> bool:
         return bool(self._native.running)
+
+    @property
+    def attached(self) -> bool:
+        """Whether the profiler still has its store: False once it is finished, or the store was closed
+        or collected (or another epoch-deadline callback was set on it)."""
+        return self._attached_to_store()
 
     @property
     def finished(self) -> bool:

@@ -75,8 +75,13 @@ def _profile_class() -> Any:
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("perftools.profiles.Profile"))
 
 
-def to_pprof(profile: Profile) -> bytes:
-    """The gzipped profile: sample types samples/count and cpu/nanoseconds, period = the interval."""
+def to_pprof(profile: Profile, *more: Profile) -> bytes:
+    """The gzipped profile: sample types samples/count and cpu/nanoseconds, period = the interval.
+
+    With `more` profiles (of other stores, say), one pprof holding the samples of all, each with its own
+    profile's labels; the period is the finest interval, the time span covers them all.
+    """
+    profiles = (profile, *more)
     message = _profile_class()()
     strings: dict[str, int] = {}
 
@@ -91,9 +96,10 @@ def to_pprof(profile: Profile) -> bytes:
         message.sample_type.add(type=string(kind), unit=string(unit))
     message.period_type.type = string("cpu")
     message.period_type.unit = string("nanoseconds")
-    message.period = round(profile.interval * 1e9)
-    message.time_nanos = round(profile.start_time * 1e9)
-    message.duration_nanos = round(profile.duration * 1e9)
+    message.period = round(min(p.interval for p in profiles) * 1e9)
+    start = min(p.start_time for p in profiles)
+    message.time_nanos = round(start * 1e9)
+    message.duration_nanos = round((max(p.start_time + p.duration for p in profiles) - start) * 1e9)
 
     mappings: dict[str, int] = {}
     functions: dict[tuple[str, str, str | None], int] = {}
@@ -129,20 +135,21 @@ def to_pprof(profile: Profile) -> bytes:
 
     # One pprof sample per distinct stack, its values summed (pprof adds the values of equal stacks anyway):
     # a deep stack is written once, not once per sample.
-    stacks: dict[tuple[int, int], list[int]] = {}  # (table, stack) -> [samples, CPU ns]
-    for sample in profile.samples:
-        if sample.stack_index >= 0:
-            values = stacks.setdefault((id(sample.table), sample.stack_index), [0, 0])
-            values[0] += 1
-            values[1] += round(sample.cpu_delta * 1e9)
-    tables = {id(sample.table): sample.table for sample in profile.samples}
-    labels = [(string(key), string(value)) for key, value in sorted(profile.labels.items())]
-    for (table_id, stack), values in stacks.items():
-        table, location_ids = tables[table_id], []
-        while stack >= 0:  # leaf first
-            location_ids.append(location(table.frame[stack]))
-            stack = table.prefix[stack]
-        entry = message.sample.add(location_id=location_ids, value=values)
-        for key, value in labels:
-            entry.label.add(key=key, str=value)
+    for one in profiles:
+        stacks: dict[tuple[int, int], list[int]] = {}  # (table, stack) -> [samples, CPU ns]
+        for sample in one.samples:
+            if sample.stack_index >= 0:
+                values = stacks.setdefault((id(sample.table), sample.stack_index), [0, 0])
+                values[0] += 1
+                values[1] += round(sample.cpu_delta * 1e9)
+        tables = {id(sample.table): sample.table for sample in one.samples}
+        labels = [(string(key), string(value)) for key, value in sorted(one.labels.items())]
+        for (table_id, stack), values in stacks.items():
+            table, location_ids = tables[table_id], []
+            while stack >= 0:  # leaf first
+                location_ids.append(location(table.frame[stack]))
+                stack = table.prefix[stack]
+            entry = message.sample.add(location_id=location_ids, value=values)
+            for key, value in labels:
+                entry.label.add(key=key, str=value)
     return gzip.compress(message.SerializeToString(), mtime=0)
