@@ -57,8 +57,8 @@ def assert_embedder_trap(result: dict[str, Any], deadline: int = DEADLINE) -> No
 def test_the_profiled_stores_deadline_fires_on_the_embedders_tick(interval, when):
     result = scenario("profiled", interval=interval, deadline=DEADLINE, when=when)
     assert_embedder_trap(result)
-    # Sampling went on until the trap: a tenth of the asked rate is far below what even a loaded machine gives.
-    assert result["samples"] >= int(result["seconds"] / interval / 10), result
+    # It was sampled meanwhile (how many depends on the CPUs the ticker got: test_sampling bounds that).
+    assert result["samples"] > 0 or result["seconds"] < interval, result
     # As in Wasmtime, a passed deadline stays passed: the next call traps at once.
     assert result["again_error"] == result["error"] and result["again_late"] <= 5, result
 

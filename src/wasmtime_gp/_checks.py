@@ -204,6 +204,16 @@ def seconds(value: object, what: str, low: float = 0.0, high: float = 1e9) -> fl
     return result
 
 
+def share(value: object, what: str, low: float, high: float) -> float:
+    """A share of time, as a fraction in [low, high] (0.02 is 2 %). Wrong type: ProfilerTypeError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ProfilerTypeError(f"{what} must be a fraction such as 0.02 (2 %), not {type(value).__name__}")
+    result = float(value)
+    if not low <= result <= high:  # NaN included
+        raise ProfilerValueError(f"{what} must be a fraction from {low:g} to {high:g}, not {value!r}")
+    return result
+
+
 def count(value: object, what: str, low: int = 1) -> int:
     """A count argument: an int of at least `low`. Wrong type (a bool included): ProfilerTypeError."""
     if isinstance(value, bool) or not isinstance(value, int):

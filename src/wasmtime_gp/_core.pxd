@@ -57,6 +57,10 @@ cdef struct SamplerState:
     int64_t host_extra                     # samples host calls add to or remove from Wasmtime's table
     uint64_t interval_ns
     uint64_t sampling_ns                   # time spent inside wasmtime_guestprofiler_sample
+    uint64_t budget_ppm                    # the overhead budget, in millionths of the guest's time (0: none)
+    uint64_t stride                        # intervals per sample: 1, more while a sample costs over budget
+    uint64_t cost_ns                       # with a budget: a running mean of one sample's cost
+    uint64_t strides                       # the sum of every Wasmtime sample's stride
     pthread_t last_thread
     int64_t last_cpu_ns
     bint have_last
@@ -100,6 +104,7 @@ cdef class Sampler:
     cdef list host_calls                   # HostCalls that got samples, until their profile is finished
     cdef int64_t timeout_left_ns           # what is left of the timeout while stopped (0: none)
     cdef uint64_t first_sample             # index of the current profile's first Wasmtime sample
+    cdef uint64_t first_strides            # and the sampler's strides before it
     cdef tuple completed                   # finish()'s (JSON, host calls, first, end sample), kept
     cdef str finish_error                  # or why Wasmtime could not write the profile
 

@@ -14,6 +14,8 @@ from wasmtime_gp._native.posix cimport (
 
 # Far enough that a detached store never hits it again: 2**48 ticks is 89 years at 100 kHz.
 cdef uint64_t FAR_DEADLINE_TICKS = 1ULL << 48
+# An overhead budget lengthens the interval at most this many times (100 us becomes at most 1 s).
+cdef uint64_t MAX_STRIDE = 10000
 
 
 cdef inline void take_sample(SamplerState *s) noexcept nogil:
@@ -24,7 +26,7 @@ cdef inline void take_sample(SamplerState *s) noexcept nogil:
     cdef pthread_t me = pthread_self()
     cdef int64_t now = thread_cpu_ns()
     cdef int64_t entered
-    cdef uint64_t delta = 0
+    cdef uint64_t delta = 0, cost
     # A CPU delta is only meaningful against a reading taken on this same thread.
     if s.have_last and pthread_equal(s.last_thread, me) and now >= s.last_cpu_ns:
         delta = <uint64_t>(now - s.last_cpu_ns)
@@ -33,16 +35,28 @@ cdef inline void take_sample(SamplerState *s) noexcept nogil:
     s.have_last = now >= 0
     entered = monotonic_ns()
     api.guestprofiler_sample(s.wasmtime_profiler, s.store, delta)
-    s.sampling_ns += <uint64_t>(monotonic_ns() - entered)
+    cost = <uint64_t>(monotonic_ns() - entered)
+    s.sampling_ns += cost
     s.samples += 1
+    s.strides += s.stride
+    if s.budget_ppm:
+        # The next samples come `stride` intervals apart, so that one costs at most the budget's share of
+        # them. The mean halves its distance to each new cost: a deepening stack is followed within a
+        # sample or two, an outlier (a preempted sample) forgotten within a few, and a stack that turned
+        # shallow brings the stride back to 1 within about twice the last spacing.
+        s.cost_ns = (s.cost_ns + cost) // 2 if s.cost_ns else cost
+        s.stride = min(MAX_STRIDE, max(1, (s.cost_ns * 1000000 + s.budget_ppm * s.interval_ns - 1)
+                                       // (s.budget_ppm * s.interval_ns)))
 
 
 cdef inline uint64_t own_ticks(SamplerState *s, int64_t tick_ns) noexcept nogil:
-    """How many of the engine's ticks make one of this sampler's intervals (rounded to the nearest, >= 1).
+    """How many of the engine's ticks until this sampler's next sample: its interval (rounded to the
+    nearest, >= 1) times its stride (1 unless an overhead budget lengthened it).
 
-    The engine's clock ticks at the finest interval of its samplers. Any thread, no GIL.
+    The engine's clock ticks at the finest interval of its samplers. The guest's thread (which alone writes
+    the stride), no GIL.
     """
-    return max(1, (<int64_t>s.interval_ns + tick_ns // 2) // tick_ns) if tick_ns > 0 else 1
+    return s.stride * (max(1, (<int64_t>s.interval_ns + tick_ns // 2) // tick_ns) if tick_ns > 0 else 1)
 
 
 cdef inline uint64_t embedder_ticks_left(SamplerState *s) noexcept nogil:

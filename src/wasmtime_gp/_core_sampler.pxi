@@ -116,7 +116,7 @@ cdef class Sampler:
     def __cinit__(self, size_t engine_ptr, uint64_t engine_key, size_t store_ptr, bytes process_name,
                   uint64_t interval_ns, list modules, bint spin_ticker, int64_t ticker_interval_ns,
                   int64_t timeout_ns, EmbedderEpoch embedder not None, DeadlineKeeper previous,
-                  size_t context_ptr):
+                  size_t context_ptr, uint64_t budget_ppm):
         if not api_bound:
             raise RuntimeError("the wasmtime C API is not bound")
         cdef _NewArgs args = _NewArgs(engine_ptr, process_name, interval_ns, modules)
@@ -125,6 +125,8 @@ cdef class Sampler:
         if self.state == NULL:
             raise MemoryError()
         self.state.interval_ns = interval_ns
+        self.state.budget_ppm = budget_ppm
+        self.state.stride = 1
         with nogil:
             self.state.wasmtime_profiler = args.call_new()
         self.host_calls = []
@@ -256,8 +258,8 @@ cdef class Sampler:
 
     def finish(self) -> tuple:
         """Stop, finish the wasmtime profiler; return (its JSON, the host calls anchored in it, the indices of
-        its first and past its last Wasmtime sample). Kept: every later call returns the same.
-        GuestProfilerError if Wasmtime failed."""
+        its first and past its last Wasmtime sample, the intervals its Wasmtime samples stand for). Kept:
+        every later call returns the same. GuestProfilerError if Wasmtime failed."""
         cdef wasmtime_guestprofiler_t *p
         if self.completed is None and self.finish_error is None:
             self.stop()
@@ -265,6 +267,7 @@ cdef class Sampler:
             p = self.state.wasmtime_profiler
             self.state.wasmtime_profiler = NULL
             end = self.state.samples
+            strides = self.state.strides - self.first_strides
             pthread_mutex_unlock(&self.state.lock)
             if p == NULL:
                 self.finish_error = "the profiler was already finished"
@@ -272,7 +275,7 @@ cdef class Sampler:
                 # What belongs to this profile is taken before the GIL is released (a rotate() elsewhere).
                 calls, first = self.take_host_calls(end), self.first_sample
                 try:
-                    self.completed = (finish_profiler(p), calls, first, end)
+                    self.completed = (finish_profiler(p), calls, first, end, strides)
                 except GuestProfilerError as exc:
                     self.finish_error = str(exc)
         if self.finish_error is not None:
@@ -281,7 +284,7 @@ cdef class Sampler:
 
     def rotate(self, bytes process_name, list modules) -> tuple:
         """Swap in a new wasmtime profiler and finish the old one; return (its JSON, the host calls anchored
-        in it, the indices of its first and past its last Wasmtime sample).
+        in it, the indices of its first and past its last Wasmtime sample, the intervals they stand for).
 
         The swap happens under the sampler's lock, and what belongs to the old profile (host calls, its
         first sample) is taken with the GIL before it is released: every sample lands in exactly one
@@ -290,7 +293,7 @@ cdef class Sampler:
         cdef _NewArgs args = _NewArgs(<size_t>self.engine, process_name, self.state.interval_ns, modules)
         cdef wasmtime_guestprofiler_t *fresh
         cdef wasmtime_guestprofiler_t *old
-        cdef uint64_t samples
+        cdef uint64_t samples, strides
         with nogil:
             fresh = args.call_new()
         pthread_mutex_lock(&self.state.lock)
@@ -298,13 +301,14 @@ cdef class Sampler:
         if old != NULL:
             self.state.wasmtime_profiler = fresh
         samples = self.state.samples
+        strides = self.state.strides
         pthread_mutex_unlock(&self.state.lock)
         if old == NULL:
             api.guestprofiler_delete(fresh)
             raise ProfilerStateError("cannot rotate(): the profiler is finished")
-        calls, first = self.take_host_calls(samples), self.first_sample
-        self.first_sample = samples
-        return finish_profiler(old), calls, first, samples
+        calls, first, first_strides = self.take_host_calls(samples), self.first_sample, self.first_strides
+        self.first_sample, self.first_strides = samples, strides
+        return finish_profiler(old), calls, first, samples, strides - first_strides
 
     # -- host calls (see host_calls.py): entered and left on the guest's thread, GIL held
 

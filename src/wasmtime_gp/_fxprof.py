@@ -24,6 +24,8 @@ from typing import Any
 
 FIELDS_RENAMED_IN = 55  # a marker schema's `data` became `fields`
 LABELS_KEY = "wasmtimeGpLabels"  # where labels go in the profile's meta object
+# With an overhead budget: {"overheadBudget": share, "effectiveInterval": ms}, what the budget made of the interval.
+SAMPLING_KEY = "wasmtimeGpSampling"
 # A thread's own times, in ms like the samples'; markers carry theirs in `startTime`/`endTime`.
 THREAD_TIME_FIELDS = ("processStartupTime", "processShutdownTime", "registerTime", "unregisterTime")
 
@@ -86,14 +88,17 @@ def declare_marker_schema(raw: dict[str, Any], schema: dict[str, Any], fields: l
 
 def with_labels(data: bytes, labels: Mapping[str, str]) -> bytes:
     """The Firefox profile JSON with `labels` added to its meta object."""
-    if not labels:
-        return data
-    entry = json.dumps({LABELS_KEY: dict(labels)}, ensure_ascii=False)[1:-1].encode()
+    return with_meta(data, LABELS_KEY, dict(labels)) if labels else data
+
+
+def with_meta(data: bytes, key: str, value: Any) -> bytes:
+    """The Firefox profile JSON with `key: value` added to its meta object."""
+    entry = json.dumps({key: value}, ensure_ascii=False)[1:-1].encode()
     prefix = b'{"meta":{'
     if data.startswith(prefix):  # how Wasmtime writes it: splice instead of re-encoding a large document
         return prefix + entry + b"," + data[len(prefix) :]
     document = json.loads(data)
-    document["meta"][LABELS_KEY] = dict(labels)
+    document["meta"][key] = value
     return json.dumps(document, ensure_ascii=False).encode()
 
 

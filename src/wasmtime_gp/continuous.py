@@ -25,7 +25,7 @@ from wasmtime_gp import _checks, _files, _fxprof, _registry
 from wasmtime_gp._errors import ProfilerStateError, ProfilerTypeError, ProfilerValueError
 from wasmtime_gp._symbols import WasmSource
 from wasmtime_gp.profile import Profile
-from wasmtime_gp.profiler import GuestProfiler, ModulesArg
+from wasmtime_gp.profiler import DEFAULT_OVERHEAD_BUDGET, GuestProfiler, ModulesArg
 
 _POLL = 0.05  # at most this many seconds between sample-count checks when max_samples is set
 # How long stop() and close() wait for the sink to take the last slice: a sink that blocks must not hang them.
@@ -89,6 +89,7 @@ class ContinuousProfiler:
         name: str | None = None,
         timeout: float | None = None,
         debug_info: Mapping[str | wasmtime.Module, WasmSource] | None = None,
+        overhead_budget: float | None = DEFAULT_OVERHEAD_BUDGET,
     ) -> None:
         period = None if period is None else _checks.seconds(period, "period")
         max_samples = None if max_samples is None else _checks.count(max_samples, "max_samples")
@@ -100,7 +101,13 @@ class ContinuousProfiler:
             _checks.encode_name(key, "label name")
             _checks.encode_name(value, f"label {key!r}")
         self._profiler = GuestProfiler(
-            store, modules, interval=interval, name=name, timeout=timeout, debug_info=debug_info
+            store,
+            modules,
+            interval=interval,
+            name=name,
+            timeout=timeout,
+            debug_info=debug_info,
+            overhead_budget=overhead_budget,
         )
         if callable(sink):
             if keep is not None:

@@ -30,7 +30,7 @@ from wasmtime_gp._fxprof import with_labels
 from wasmtime_gp._symbols import WasmSource
 from wasmtime_gp.merge import merge_profiles
 from wasmtime_gp.profile import Profile
-from wasmtime_gp.profiler import GuestProfiler, ModulesArg
+from wasmtime_gp.profiler import DEFAULT_OVERHEAD_BUDGET, GuestProfiler, ModulesArg
 
 MAX_CAPTURE_SECONDS = 3600.0
 DEFAULT_INTERVAL = 0.001
@@ -98,12 +98,14 @@ def track(
     labels: Mapping[str, str] | None = None,
     interval: float = DEFAULT_INTERVAL,
     debug_info: Mapping[str | wasmtime.Module, WasmSource] | None = None,
+    overhead_budget: float | None = DEFAULT_OVERHEAD_BUDGET,
 ) -> None:
     """Register `store` (running `modules`) for captures, until it is collected or closed.
 
     Call it where the store is idle (its thread, before a guest call): it sets our epoch callback on the store,
     as making a GuestProfiler does. `name` names its thread in a capture (default: `store-N`); `labels` become
-    pprof labels. A store tracked while a capture runs joins it at once.
+    pprof labels. The overhead budget (a share of the guest's time; None: none) lengthens the interval
+    where samples cost more, as GuestProfiler's does. A store tracked while a capture runs joins it at once.
     """
     labels = dict(labels or {})
     for key, value in labels.items():
@@ -114,7 +116,9 @@ def track(
     serial = next(_serials)
     name = f"store-{serial}" if name is None else name
     _checks.encode_name(name, "name")
-    profiler = GuestProfiler(store, modules, interval=interval, name=name, debug_info=debug_info)
+    profiler = GuestProfiler(
+        store, modules, interval=interval, name=name, debug_info=debug_info, overhead_budget=overhead_budget
+    )
     with _lock:
         _tracked[serial] = _Tracked(name, {**labels, "store": name}, profiler)
         if _capturing:

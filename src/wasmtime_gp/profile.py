@@ -336,6 +336,7 @@ class Profile:
         duration: float,
         samples: list[Sample],
         labels: dict[str, str] | None = None,
+        effective_interval: float | None = None,
     ):
         self.name = name
         self.interval = interval  # seconds, as requested
@@ -343,6 +344,8 @@ class Profile:
         self.duration = duration  # seconds from the profiler's creation to its finish
         self.samples = samples
         self.labels = labels or {}  # attached by ContinuousProfiler (meta.wasmtimeGpLabels)
+        # With an overhead budget: the mean interval between samples it allowed (None: the interval asked).
+        self.effective_interval = effective_interval
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -489,7 +492,15 @@ class Profile:
             samples = [s for s in self.samples if s.leaf is not None and s.leaf.is_host]
         else:
             raise ValueError(f'host must be "include", "exclude" or "only", not {host!r}')
-        return Profile(self.name, self.interval, self.start_time, self.duration, samples, dict(self.labels))
+        return Profile(
+            self.name,
+            self.interval,
+            self.start_time,
+            self.duration,
+            samples,
+            dict(self.labels),
+            self.effective_interval,
+        )
 
     def stack_counts(self) -> Counter[tuple[Frame, ...]]:
         """How many samples each distinct stack has."""
@@ -558,7 +569,15 @@ def _parse(raw: dict[str, Any]) -> Profile:
         duration=end / 1000,
         samples=samples,
         labels={str(k): str(v) for k, v in meta.get(_fxprof.LABELS_KEY, {}).items()},
+        effective_interval=_effective_interval(meta),
     )
+
+
+def _effective_interval(meta: dict[str, Any]) -> float | None:
+    sampling = meta.get(_fxprof.SAMPLING_KEY)
+    if not isinstance(sampling, dict) or not isinstance(sampling.get("effectiveInterval"), (int, float)):
+        return None
+    return float(sampling["effectiveInterval"]) / 1000
 
 
 def _parse_thread(

@@ -30,8 +30,12 @@ class _Paint:
 
 
 def summary_line(profile: Profile) -> str:
+    every = _duration(profile.interval)
+    if profile.effective_interval is not None and profile.effective_interval > profile.interval * 1.05:
+        effective = _duration(float(f"{profile.effective_interval:.3g}"))
+        every += f" (lengthened to {effective} on average by the overhead budget)"
     line = (
-        f"{profile.name}: {profile.sample_count:,} samples every {_duration(profile.interval)} "
+        f"{profile.name}: {profile.sample_count:,} samples every {every} "
         f"over {profile.duration:.2f} s (guest CPU {profile.cpu_time:.2f} s)"
     )
     host = profile.host_sample_count
