@@ -55,6 +55,17 @@ class Embedder:
         store.set_epoch_deadline(1 << 40)  # instantiating checks the epoch too
         return store, wasmtime.Instance(store, self.module, [])
 
+    def profiled_store(
+        self, interval: float, **options: Any
+    ) -> tuple[wasmtime.Store, wasmtime.Instance, Any]:
+        """A store and its instance, with a started GuestProfiler (imported here, where a scenario wants it)."""
+        from wasmtime_gp import GuestProfiler
+
+        store, instance = self.store()
+        profiler = GuestProfiler(store, [self.module], interval=interval, **options)
+        profiler.start()
+        return store, instance, profiler
+
     def set_deadline(self, store: wasmtime.Store, deadline: int) -> int:
         """Set `deadline` on `store`; return the embedder's tick count when it was set."""
         set_at = self.ticks
@@ -125,12 +136,8 @@ def profiled(interval: float, deadline: int, when: str) -> dict[str, Any]:
 
 def zero(interval: float) -> dict[str, Any]:
     """A deadline of 0 on a profiled store: Wasmtime traps at the first epoch check; a new deadline runs again."""
-    from wasmtime_gp import GuestProfiler
-
     embedder = Embedder(start_ticker=False)
-    store, instance = embedder.store()
-    profiler = GuestProfiler(store, [embedder.module], interval=interval)
-    profiler.start()
+    store, instance, profiler = embedder.profiled_store(interval)
     result = embedder.run(store, instance, 0)
     store.set_epoch_deadline(1 << 40)
     instance.exports(store)["count"](store, 1000)
@@ -160,12 +167,8 @@ def neighbour(interval: float, deadline: int, when: str) -> dict[str, Any]:
 
 def stopped(interval: float, deadline: int, stop_after: float) -> dict[str, Any]:
     """Profiling stopped from another thread while the guest runs, before its deadline."""
-    from wasmtime_gp import GuestProfiler
-
     embedder = Embedder()
-    store, instance = embedder.store()
-    profiler = GuestProfiler(store, [embedder.module], interval=interval)
-    profiler.start()
+    store, instance, profiler = embedder.profiled_store(interval)
     join = embedder.run_on_thread(store, instance, deadline)
     time.sleep(stop_after)
     profiler.stop()
@@ -189,9 +192,7 @@ def finished(interval: float, deadline: int) -> dict[str, Any]:
         instance.exports(store)["count"](store, 10_000_000)
     samples = profiler.sample_count
     profiler.finish()
-    other, _ = embedder.store()
-    ticking = GuestProfiler(other, [embedder.module], interval=interval)
-    ticking.start()
+    _, _, ticking = embedder.profiled_store(interval)
     result = embedder.run(store, instance, deadline)
     result["samples"] = samples
     ticking.finish()
@@ -201,12 +202,8 @@ def finished(interval: float, deadline: int) -> dict[str, Any]:
 
 def with_timeout(interval: float, deadline: int, timeout: float) -> dict[str, Any]:
     """The profiler's own `timeout=` and the embedder's deadline on one store: the earlier wins."""
-    from wasmtime_gp import GuestProfiler
-
     embedder = Embedder()
-    store, instance = embedder.store()
-    profiler = GuestProfiler(store, [embedder.module], interval=interval, timeout=timeout)
-    profiler.start()
+    store, instance, profiler = embedder.profiled_store(interval, timeout=timeout)
     result = embedder.run(store, instance, deadline)
     result["timed_out"] = profiler.timed_out
     profiler.finish()
