@@ -35,15 +35,16 @@ cdef inline void take_sample(SamplerState *s) noexcept nogil:
     s.have_last = now >= 0
     entered = monotonic_ns()
     api.guestprofiler_sample(s.wasmtime_profiler, s.store, delta)
-    cost = <uint64_t>(monotonic_ns() - entered)
-    s.sampling_ns += cost
+    s.sampling_ns += <uint64_t>(monotonic_ns() - entered)
     s.samples += 1
     s.strides += s.stride
-    if s.budget_ppm:
+    if s.budget_ppm and now >= 0:
         # The next samples come `stride` intervals apart, so that one costs at most the budget's share of
-        # them. The mean halves its distance to each new cost: a deepening stack is followed within a
-        # sample or two, an outlier (a preempted sample) forgotten within a few, and a stack that turned
+        # them. The cost is the thread's CPU time (one more clock read, with a budget only): a sample
+        # preempted for 20 ms must not stretch the interval 1,000 times. The mean halves its distance to
+        # each new cost: a deepening stack is followed within a sample or two, and a stack that turned
         # shallow brings the stride back to 1 within about twice the last spacing.
+        cost = <uint64_t>max(0, thread_cpu_ns() - now)
         s.cost_ns = (s.cost_ns + cost) // 2 if s.cost_ns else cost
         s.stride = min(MAX_STRIDE, max(1, (s.cost_ns * 1000000 + s.budget_ppm * s.interval_ns - 1)
                                        // (s.budget_ppm * s.interval_ns)))

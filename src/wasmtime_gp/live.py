@@ -16,6 +16,7 @@ collected or closed leaves it. One capture runs at a time.
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import time
 import weakref
@@ -124,6 +125,17 @@ def track(
         if _capturing:
             profiler.start()
     weakref.finalize(store, _untrack, serial)
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has only this thread: a capture of the parent's is not the child's to finish (its
+    tracked profilers were stopped by the registry), and the lock may have been held by another thread."""
+    global _lock, _capturing
+    _lock = threading.RLock()
+    _capturing = False
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _untrack(serial: int) -> None:
