@@ -104,7 +104,9 @@ def test_run_keeps_the_profile_on_ctrl_c(tmp_path):
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert "interrupted" in stderr
-    assert Profile.load(out).sample_count > 100
+    # The samples taken until Ctrl-C are kept (how many depends on how long the loaded machine took to get
+    # the guest going: once 0.3 s of the 1.5 s).
+    assert Profile.load(out).sample_count > 0
 
 
 def test_run_refuses_a_missing_dir_and_a_malformed_env(tmp_path):
