@@ -133,3 +133,18 @@ def test_a_capture_with_nothing_running_has_no_store():
     assert capture.stores == () and capture.sample_count == 0
     with pytest.raises(ProfilerStateError, match="no sample"):
         capture.firefox()
+
+
+def test_a_store_tracked_during_a_capture_joins_it(spins_for):
+    guest = instantiate(CHAIN)
+    result: list[live.Capture] = []
+    capturing = threading.Thread(target=lambda: result.append(live.capture(1.0)))
+    capturing.start()
+    try:
+        _wait_for(live.capturing, "the capture")
+        live.track(guest.store, [guest.module], name="joined")
+        guest.call("run", spins_for(0.2))
+    finally:
+        capturing.join()
+    assert [store.name for store in result[0].stores] == ["joined"]
+    assert result[0].stores[0].sample_count > 0
