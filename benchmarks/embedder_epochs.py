@@ -40,22 +40,16 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 TICK = 0.01  # the embedder's tick
 FAR = 1 << 40  # a deadline never reached (in the embedder's ticks)
 NEIGHBOUR_LEAD = 10  # the profiled store's deadline is this many ticks later than its neighbour's
 
-# The same guest as tests/epoch_scenarios.py: `spin` loops forever, `count(n)` counts to n.
-SPIN = """
-(module $spinner
-  (func $forever (loop $again (br $again)))
-  (func (export "spin") (call $forever))
-  (func (export "count") (param $n i64) (local $i i64)
-    (loop $again
-      (local.set $i (i64.add (local.get $i) (i64.const 1)))
-      (br_if $again (i64.lt_u (local.get $i) (local.get $n))))))
-"""
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # the tests' guest: `spin` loops forever, `count(n)` counts to n
+from epoch_scenarios import SPIN
 
 INTERVALS = {"none": None, "1ms": 0.001, "100us": 0.0001, "20us": 0.00002}
 TRAP_CONFIGS = [("trap", layout, name) for layout in ("single", "neighbour") for name in INTERVALS]
