@@ -49,7 +49,7 @@ def claim_store(store_address: int, profiler: GuestProfiler, make: Callable[[], 
     """
     with _lock:
         current = _profilers_by_store.get(store_address)
-        if current is not None and current._attached_to_store():
+        if current is not None and current.attached:
             raise ProfilerStateError(
                 "this store already has an unfinished GuestProfiler; finish() it first "
                 "(a store has a single epoch-deadline callback)"

@@ -209,10 +209,6 @@ class GuestProfiler:
             )
         return False, max(interval_ns, _ticker.SINGLE_CPU_MIN_TICK_NS)
 
-    def _attached_to_store(self) -> bool:
-        """Whether this profiler still holds its store's epoch-deadline callback (so no other may be made)."""
-        return not self._native.finished and bool(self._native.store_attached)
-
     # -- state ---------------------------------------------------------------------------
 
     @property
@@ -247,8 +243,9 @@ class GuestProfiler:
     @property
     def attached(self) -> bool:
         """Whether the profiler still has its store: False once it is finished, or the store was closed
-        or collected (or another epoch-deadline callback was set on it)."""
-        return self._attached_to_store()
+        or collected (or another epoch-deadline callback was set on it). While it has, no other profiler
+        may be made on the store."""
+        return not self._native.finished and bool(self._native.store_attached)
 
     @property
     def finished(self) -> bool:
