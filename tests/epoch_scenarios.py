@@ -188,8 +188,10 @@ def finished(interval: float, deadline: int) -> dict[str, Any]:
     embedder = Embedder()
     store, instance = embedder.store()
     profiler = GuestProfiler(store, [embedder.module], interval=interval)
-    with profiler:
-        instance.exports(store)["count"](store, 10_000_000)
+    with profiler:  # counts until sampled: on a loaded machine the ticker may wait for a CPU (bounded: 10 s)
+        given_up_at = time.monotonic() + 10
+        while profiler.sample_count == 0 and time.monotonic() < given_up_at:
+            instance.exports(store)["count"](store, 1_000_000)
     samples = profiler.sample_count
     profiler.finish()
     _, _, ticking = embedder.profiled_store(interval)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import http.server
 import json
+import re
 import subprocess
 import threading
 from functools import partial
@@ -60,19 +61,34 @@ def test_speedscope_file_is_valid_against_its_schema(profile):
     assert not open_frames
 
 
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # a request line per file on stderr tells nothing a failure would need
+
+
 def _serve(directory: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
-    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    handler = partial(_QuietHandler, directory=str(directory))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 
 
-def _chromium_dom(url: str, budget_ms: int = 15000) -> str:
+def _chromium_dom(url: str, budget_ms: int = 15000, showing: tuple[str, ...] = ()) -> str:
+    """The page's DOM once it shows every text of `showing`, or after three tries (the budget doubled each
+    time: on a loaded runner chromium once dumped speedscope's page before its table was drawn)."""
     chromium = tools.program("chromium", "chromium-browser", "google-chrome")
-    command = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-               f"--virtual-time-budget={budget_ms}", "--dump-dom", url]  # fmt: skip
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout
+    for attempt in range(3):
+        command = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                   f"--virtual-time-budget={budget_ms << attempt}", "--dump-dom", url]  # fmt: skip
+        dom = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout
+        if all(text in dom for text in showing):
+            break
+    return dom
+
+
+def _texts(dom: str) -> list[str]:
+    """The texts a page shows, for an assertion's message."""
+    return [text.strip() for text in re.findall(r">([^<>]+)<", dom) if text.strip()]
 
 
 @pytest.mark.parametrize("kind", ["speedscope", "collapsed"])
@@ -88,11 +104,14 @@ def test_speedscope_app_opens_our_file(profile, tmp_path, kind):
     )
     server, base = _serve(site)
     try:
-        dom = _chromium_dom(f"{base}/index.html#profileURL={base}/profile.{kind}.txt&view=sandwich")
+        names = tuple(f">{name}<" for name in ("checksum", "rotate", "xorshift", "mix"))
+        dom = _chromium_dom(
+            f"{base}/index.html#profileURL={base}/profile.{kind}.txt&view=sandwich", showing=names
+        )
     finally:
         server.shutdown()
-    for name in ("checksum", "rotate", "xorshift", "mix"):
-        assert f">{name}<" in dom, f"{name} not on the speedscope page"
+    for name in names:
+        assert name in dom, f"{name} not on the speedscope page, which shows {_texts(dom)}"
 
 
 def test_pprof_reads_with_go_tool_pprof(profile, tmp_path):
