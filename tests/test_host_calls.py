@@ -242,9 +242,11 @@ def test_many_tiny_calls_add_up_to_their_share():
         assert app("many", 200_000) == 100_000
     profile = profiler.profile()
     # Nearly all the time is wasmtime-py's and Python's. The way in (and the function) is the call's;
-    # the way back out, after the wrapper returns, shows on the calling wasm function (documented).
+    # the way back out, after the wrapper returns, is outside wasm (as `[outside wasm]` where it is longer
+    # than the threshold, else on the calling wasm function: documented).
     assert profile.host_sample_count > 0.2 * profile.sample_count, profile.top(3)
-    assert {row.frame.function for row in profile.top(2)} == {host("env.tiny"), "many"}
+    top = [row.frame.function for row in profile.top(5) if not row.frame.is_outside]
+    assert set(top[:2]) == {host("env.tiny"), "many"}, profile.top(5)
     assert profiler.sample_count == profile.sample_count
 
 

@@ -54,11 +54,17 @@ def test_a_with_block_on_a_daemon_thread_delivers_when_the_main_thread_exits(tmp
     result = run_isolated(
         PRELUDE
         + f"""
+started = threading.Event()
+
 def serve():
     with ContinuousProfiler(guest.store, [guest.module], sink={str(tmp_path)!r}, interval=0.0005):
+        started.set()
         guest.call("run", 10**12)
 
 threading.Thread(target=serve, daemon=True).start()
+# Making the profiler can take most of a second on a loaded machine (Wasmtime 39 with RUST_BACKTRACE set):
+# the guest runs for a second from when it has one.
+assert started.wait(30)
 time.sleep(1)
 """,
         timeout=60,

@@ -29,6 +29,14 @@ cdef struct CApi:
     wasmtime_error_new_fn error_new
     wasmtime_trap_new_code_fn trap_new_code    # NULL before Wasmtime 34
 
+# A sample taken late, when the guest came back from outside wasm (a host function nobody wrapped, such as
+# WASI's): the ticks it missed meanwhile, and how the time since the tick that made it due was spent.
+cdef struct OutsideStretch:
+    uint64_t anchor                        # the Wasmtime sample's index (as HostCall.anchor)
+    uint64_t samples                       # the intervals it stands for (>= 1)
+    int64_t stretch_ns                     # from that tick to wasm's next epoch check
+    int64_t on_cpu_ns                      # of which the guest's thread ran on a CPU
+
 # The embedder's own epoch of one engine: how many times its code called Engine.increment_epoch(), counted
 # apart from our ticks (_epochs.py observes the calls). Its deadlines are kept in these ticks.
 cdef struct EmbedderEpochState:
@@ -64,6 +72,13 @@ cdef struct SamplerState:
     pthread_t last_thread
     int64_t last_cpu_ns
     bint have_last
+    int64_t last_wall_ns                   # CLOCK_MONOTONIC at the last sample's epoch check
+    int64_t sampled_cpu_ns                 # the thread's CPU time as the last sample ended (-1: unknown)
+    long last_waits                        # the thread's voluntary context switches then (-1: unknown)
+    long last_preemptions                  # and its involuntary ones
+    OutsideStretch *outside                # late samples after time outside wasm, until taken by finish()
+    size_t outside_len
+    size_t outside_cap
     uint64_t last_sample_ticks             # the clock's ticks at the last sample: host calls count from it
     int host_depth                         # wrapped host calls in progress (nested through wasm)
     uint64_t host_pending[HOST_DEPTH_MAX]  # intervals each of them ran before calling back into wasm
@@ -111,4 +126,5 @@ cdef class Sampler:
     cdef host_enter(self)
     cdef host_exit(self, tuple entered, str name, size_t context_ptr)
     cdef list take_host_calls(self, uint64_t before)
+    cdef list take_outside(self, uint64_t before)
     cdef uint64_t read_locked(self, uint64_t *field) noexcept

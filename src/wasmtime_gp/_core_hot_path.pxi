@@ -3,48 +3,77 @@
 # The states' lifetimes (references of Samplers, DeadlineKeepers and stores) are managed here too.
 
 from libc.stdint cimport int64_t, uint64_t
-from libc.stdlib cimport calloc, free
+from libc.stdlib cimport calloc, free, realloc
+from posix.types cimport clockid_t
 
-from wasmtime_gp._native.atomics cimport gp_add_int, gp_load_i64, gp_load_u64, gp_load_u64_ordered
-from wasmtime_gp._native.clock cimport monotonic_ns, thread_cpu_ns
-from wasmtime_gp._native.posix cimport (
-    pthread_equal, pthread_mutex_destroy, pthread_mutex_init, pthread_mutex_lock, pthread_mutex_unlock,
-    pthread_self, pthread_t,
+from wasmtime_gp._native.atomics cimport (
+    gp_add_int, gp_load_i64, gp_load_u64, gp_load_u64_ordered, gp_store_i64, gp_store_u64,
 )
+from wasmtime_gp._native.calls cimport gp_wasm_depth, gp_wasm_entered_ns
+from wasmtime_gp._native.clock cimport monotonic_ns, thread_cpu_ns, thread_switches
+from wasmtime_gp._native.posix cimport (
+    pthread_equal, pthread_getcpuclockid, pthread_mutex_destroy, pthread_mutex_init, pthread_mutex_lock,
+    pthread_mutex_unlock, pthread_self, pthread_t,
+)
+from wasmtime_gp._ticker cimport TICK_RING, read_stamp
 
 # Far enough that a detached store never hits it again: 2**48 ticks is 89 years at 100 kHz.
 cdef uint64_t FAR_DEADLINE_TICKS = 1ULL << 48
 # An overhead budget lengthens the interval at most this many times (100 us becomes at most 1 s).
 cdef uint64_t MAX_STRIDE = 10000
+# A sample whose epoch check comes later than this after its tick may come back from outside wasm (see
+# outside_wasm; benchmarks/outside_wasm.py measured it, docs/performance.md "Time outside wasm").
+cdef int64_t OUTSIDE_MIN_NS = 10000
+cdef int64_t outside_min_ns = OUTSIDE_MIN_NS
+# The guest's CPU time from the end of a sample to Wasmtime arming the next deadline is well under this.
+cdef int64_t ARMING_SLACK_NS = 2000
+# What a preemption costs the preempted thread's CPU clock when it gets its CPU back (measured by
+# benchmarks/outside_wasm.py: a pure-wasm guest's CPU time after a tick, when it was preempted meanwhile).
+cdef int64_t SWITCH_IN_NS = 25000
 
 
-cdef inline void take_sample(SamplerState *s) noexcept nogil:
-    """Record the store's wasm stack and this thread's CPU time since the last one.
+cdef inline bint on_last_thread(SamplerState *s) noexcept nogil:
+    """Whether the last sample's readings were taken on this thread (only those compare with its own)."""
+    return s.have_last and pthread_equal(s.last_thread, pthread_self())
+
+
+cdef inline void take_sample(SamplerState *s, int64_t checked_ns, int64_t now) noexcept nogil:
+    """Record the store's wasm stack and this thread's CPU time since the last one; `checked_ns` and `now`:
+    the time and the thread's CPU time when the guest's epoch check (or host call's return) asked for it.
 
     The guest's thread, lock held: from the epoch callback (no GIL) or host_exit (GIL held).
     """
     cdef pthread_t me = pthread_self()
-    cdef int64_t now = thread_cpu_ns()
     cdef int64_t entered
     cdef uint64_t delta = 0, cost
+    cdef clockid_t guest_clock
+    cdef bint same_thread = on_last_thread(s)
     # A CPU delta is only meaningful against a reading taken on this same thread.
-    if s.have_last and pthread_equal(s.last_thread, me) and now >= s.last_cpu_ns:
+    if same_thread and now >= s.last_cpu_ns:
         delta = <uint64_t>(now - s.last_cpu_ns)
+    if s.subscription != NULL and (not same_thread or gp_load_i64(&s.subscription.guest_cpu_clock) == 0):
+        if pthread_getcpuclockid(me, &guest_clock) == 0:  # the clock the ticker stamps its ticks with
+            gp_store_i64(&s.subscription.guest_cpu_clock, <int64_t>guest_clock)
     s.last_thread = me
     s.last_cpu_ns = now
     s.have_last = now >= 0
+    s.last_wall_ns = checked_ns
     entered = monotonic_ns()
     api.guestprofiler_sample(s.wasmtime_profiler, s.store, delta)
     s.sampling_ns += <uint64_t>(monotonic_ns() - entered)
+    # After the sample: a wait inside it (for a lock of Wasmtime's another thread holds) is not the guest's.
+    s.sampled_cpu_ns = thread_cpu_ns()
+    if not thread_switches(&s.last_waits, &s.last_preemptions):
+        s.last_waits = -1
     s.samples += 1
     s.strides += s.stride
-    if s.budget_ppm and now >= 0:
+    if s.budget_ppm and now >= 0 and s.sampled_cpu_ns >= 0:
         # The next samples come `stride` intervals apart, so that one costs at most the budget's share of
-        # them. The cost is the thread's CPU time (one more clock read, with a budget only): a sample
-        # preempted for 20 ms must not stretch the interval 1,000 times. The mean halves its distance to
-        # each new cost: a deepening stack is followed within a sample or two, and a stack that turned
-        # shallow brings the stride back to 1 within about twice the last spacing.
-        cost = <uint64_t>max(0, thread_cpu_ns() - now)
+        # them. The cost is the thread's CPU time: a sample preempted for 20 ms must not stretch the
+        # interval 1,000 times. The mean halves its distance to each new cost: a deepening stack is
+        # followed within a sample or two, and a stack that turned shallow brings the stride back to 1
+        # within about twice the last spacing.
+        cost = <uint64_t>max(0, s.sampled_cpu_ns - now)
         s.cost_ns = (s.cost_ns + cost) // 2 if s.cost_ns else cost
         s.stride = min(MAX_STRIDE, max(1, (s.cost_ns * 1000000 + s.budget_ppm * s.interval_ns - 1)
                                        // (s.budget_ppm * s.interval_ns)))
@@ -72,6 +101,79 @@ cdef inline uint64_t embedder_ticks_left(SamplerState *s) noexcept nogil:
     return min(s.deadline - now, FAR_DEADLINE_TICKS) if now < s.deadline else 0
 
 
+cdef inline uint64_t outside_wasm(SamplerState *s, uint64_t ticks, uint64_t step, int64_t checked_ns,
+                                  int64_t cpu_now, int64_t *stretch_ns, int64_t *on_cpu_ns) noexcept nogil:
+    """For a sample now due (before it is taken): if the guest comes back from outside wasm, the intervals the
+    sample stands for (>= 1), with the time from the tick that made it due to this check and how much of it
+    the guest's thread ran on a CPU; 0 if it was in wasm.
+
+    In wasm, an epoch check comes at every loop header and function entry: a tick is seen within microseconds
+    of the guest's CPU time. A check later than OUTSIDE_MIN_NS after the tick that made it due came after
+    - the thread ran elsewhere on a CPU for longer than that (host code: the ticker read its CPU clock at the
+      tick; lacking that reading, the part of the stretch it was not off a CPU since the last sample bounds
+      it from below), less SWITCH_IN_NS per preemption since the last sample;
+    - or the thread waited (its voluntary context switches rose since the last sample: I/O, a lock, a sleep);
+    - or it was only descheduled (in wasm or not: nothing tells): counted as wasm, as before.
+    Time not in a wasm call we saw begin (between calls) is never the guest's, nor a wrapped host call's
+    (_core_sampler's host_exit counts that). The guest's thread, lock held, no GIL.
+    """
+    cdef Subscription *sub = s.subscription
+    cdef uint64_t due = s.last_sample_ticks + step
+    cdef int64_t due_ns, cpu_at_due, stretch, on_cpu
+    cdef long waits, preemptions
+    if s.host_depth > 0 or gp_wasm_depth == 0:
+        return 0
+    if not on_last_thread(s):
+        return 0
+    cpu_at_due = read_stamp(sub.guest_cpu_ns, sub.guest_cpu_of, due)
+    if 0 <= cpu_at_due - s.sampled_cpu_ns <= ARMING_SLACK_NS:
+        # The tick landed as the last sample ended, after it counted the ticks but before Wasmtime read
+        # the epoch to arm the next deadline (the thread was preempted there): the next tick fired.
+        due += 1
+        cpu_at_due = read_stamp(sub.guest_cpu_ns, sub.guest_cpu_of, due)
+    due_ns = read_stamp(sub.clock.tick_ns, sub.clock.tick_of, due)
+    if due_ns < 0:
+        if ticks - due < TICK_RING:
+            return 0  # checked before the ticker could stamp the tick: at once
+        due_ns = s.last_wall_ns + <int64_t>step * gp_load_i64(&sub.clock.interval_ns)  # long written over
+    if due_ns <= gp_wasm_entered_ns:
+        return 0  # the tick came before this call: its entry's epoch check took the sample
+    stretch = checked_ns - due_ns
+    if stretch <= outside_min_ns:
+        return 0
+    if cpu_at_due >= 0:
+        on_cpu = cpu_now - cpu_at_due
+    else:
+        on_cpu = stretch - ((checked_ns - s.last_wall_ns) - (cpu_now - s.last_cpu_ns))
+    if s.last_waits < 0 or not thread_switches(&waits, &preemptions):
+        return 0
+    # Being switched back in costs the thread CPU time that its own clock counts (on a VM, about 20 us):
+    # what a preempted guest spent getting its CPU back is no host code.
+    on_cpu = min(max(on_cpu - (preemptions - s.last_preemptions) * SWITCH_IN_NS, 0), stretch)
+    if on_cpu <= outside_min_ns and waits <= s.last_waits:
+        return 0
+    stretch_ns[0] = stretch
+    on_cpu_ns[0] = on_cpu
+    return (ticks - s.last_sample_ticks) // step  # the tick it was due at, and each one missed since
+
+
+cdef inline void note_outside(SamplerState *s, uint64_t anchor, uint64_t samples, int64_t stretch_ns,
+                              int64_t on_cpu_ns) noexcept nogil:
+    """Keep a late sample's stretch outside wasm for finish() (lock held). Without memory for it, the sample
+    stays an ordinary one: the count invariant holds either way."""
+    cdef OutsideStretch *grown
+    cdef size_t capacity
+    if s.outside_len == s.outside_cap:
+        capacity = max(16, 2 * s.outside_cap)
+        grown = <OutsideStretch *>realloc(s.outside, capacity * sizeof(OutsideStretch))
+        if grown == NULL:
+            return
+        s.outside, s.outside_cap = grown, capacity
+    s.outside[s.outside_len] = OutsideStretch(anchor, samples, stretch_ns, on_cpu_ns)
+    s.outside_len += 1
+    s.host_extra += <int64_t>samples - 1
+
+
 cdef inline uint64_t next_check_when_idle(SamplerState *s) noexcept nogil:
     """When a store not being sampled checks in again, in engine ticks (lock held): at the next one while
     its profiler could start (start() comes from any thread, and only this callback can bring the guest's
@@ -96,22 +198,32 @@ cdef wasmtime_error_t *on_epoch_deadline(
     embedder's deadline is reached, and otherwise come back at whichever is nearer.
     """
     cdef SamplerState *s = <SamplerState *>data
+    cdef int64_t checked_ns = monotonic_ns()
+    cdef int64_t stretch_ns = 0, on_cpu_ns = 0, cpu_now
     cdef bint interrupt, timed_out, deadline_reached
-    cdef uint64_t ticks, step, since, delta, left
+    cdef uint64_t ticks, step, since, delta, left, anchor, outside
     pthread_mutex_lock(&s.lock)
     s.callbacks += 1
     delta = next_check_when_idle(s)
     if s.wasmtime_profiler != NULL and s.sampling and s.store != NULL and s.subscription != NULL:
-        ticks = gp_load_u64(&s.subscription.clock.ticks)
+        ticks = gp_load_u64_ordered(&s.subscription.clock.ticks)  # ordered: its tick's stamps are read next
         step = own_ticks(s, gp_load_i64(&s.subscription.clock.interval_ns))
         since = ticks - s.last_sample_ticks if ticks >= s.last_sample_ticks else 0
         if since >= step:
-            take_sample(s)
+            cpu_now = thread_cpu_ns()
+            outside = outside_wasm(s, ticks, step, checked_ns, cpu_now, &stretch_ns, &on_cpu_ns)
+            anchor = s.samples
+            take_sample(s, checked_ns, cpu_now)
+            if outside:
+                note_outside(s, anchor, outside, stretch_ns, on_cpu_ns)
             # Inside a host call, wasm checks its epoch as soon as it is called back into: the whole
             # intervals before that were the host function's.
-            if 0 < s.host_depth <= HOST_DEPTH_MAX and since >= 2 * step:
+            elif 0 < s.host_depth <= HOST_DEPTH_MAX and since >= 2 * step:
                 s.host_pending[s.host_depth - 1] += since // step - 1
-            s.last_sample_ticks = ticks
+            # Counted from the end of the sample, as Wasmtime arms the next deadline then: ticks that landed
+            # while it was taken are no interval of the guest's (and the next is due at the tick armed for).
+            s.last_sample_ticks = gp_load_u64_ordered(&s.subscription.clock.ticks)
+            gp_store_u64(&s.subscription.guest_cpu_from_tick, s.last_sample_ticks + step)
             delta = step
         else:
             delta = step - since  # woken by the embedder's tick (or interrupt()): not our interval yet
@@ -184,6 +296,7 @@ cdef void sampler_release(SamplerState *s) noexcept nogil:
     if refs == 0:
         if orphan != NULL:
             api.guestprofiler_delete(orphan)
+        free(s.outside)
         embedder_epoch_release(s.embedder)
         pthread_mutex_destroy(&s.lock)
         free(s)

@@ -3,9 +3,13 @@
 
 from libc.stdint cimport int64_t, uint64_t, UINT64_MAX
 from libc.stdlib cimport calloc
+from libc.string cimport memmove
 
-from wasmtime_gp._native.atomics cimport gp_add_u64_ordered, gp_load_i64, gp_load_u64, gp_load_u64_ordered
-from wasmtime_gp._native.clock cimport monotonic_ns, thread_cpu_ns
+from wasmtime_gp._native.atomics cimport (
+    gp_add_u64_ordered, gp_load_i64, gp_load_u64, gp_load_u64_ordered, gp_store_u64,
+)
+from wasmtime_gp._native.calls cimport gp_wasm_depth, gp_wasm_entered_ns
+from wasmtime_gp._native.clock cimport monotonic_ns, thread_cpu_ns, thread_switches
 from wasmtime_gp._native.posix cimport (
     pthread_mutex_init, pthread_mutex_lock, pthread_mutex_unlock, pthread_self,
 )
@@ -110,6 +114,29 @@ def keep_deadline(EmbedderEpoch embedder, size_t store_ptr=0, DeadlineKeeper pre
     return keeper
 
 
+def wasm_call_enter() -> None:
+    """This thread enters wasm through wasmtime-py (a call, or an instantiation that runs a start function);
+    wasm_call_leave() when it returns. Only time inside such a call can be the guest's time outside wasm."""
+    global gp_wasm_depth, gp_wasm_entered_ns
+    if gp_wasm_depth == 0:
+        gp_wasm_entered_ns = monotonic_ns()
+    gp_wasm_depth += 1
+
+
+def wasm_call_leave() -> None:
+    global gp_wasm_depth
+    if gp_wasm_depth > 0:
+        gp_wasm_depth -= 1
+
+
+def _set_outside_min_ns(int64_t ns) -> int:
+    """For benchmarks/outside_wasm.py, which measures what it should be: set the lateness from which a sample
+    may be outside wasm (0: every late sample is kept, with its timings); return the previous value."""
+    global outside_min_ns
+    previous, outside_min_ns = outside_min_ns, ns
+    return previous
+
+
 cdef class Sampler:
     """One Wasmtime guest profiler attached to one store (fields in _core.pxd). Methods hold the GIL."""
 
@@ -203,6 +230,9 @@ cdef class Sampler:
         s.last_thread = pthread_self()
         s.last_cpu_ns = thread_cpu_ns()
         s.have_last = s.last_cpu_ns >= 0
+        s.last_wall_ns = monotonic_ns()
+        if not thread_switches(&s.last_waits, &s.last_preemptions):
+            s.last_waits = -1
         s.last_sample_ticks = self.ticks_at_start
         pthread_mutex_unlock(&s.lock)
         return True
@@ -257,9 +287,9 @@ cdef class Sampler:
         return False
 
     def finish(self) -> tuple:
-        """Stop, finish the wasmtime profiler; return (its JSON, the host calls anchored in it, the indices of
-        its first and past its last Wasmtime sample, the intervals its Wasmtime samples stand for). Kept:
-        every later call returns the same. GuestProfilerError if Wasmtime failed."""
+        """Stop, finish the wasmtime profiler; return (its JSON, the host calls and the stretches outside wasm
+        anchored in it, the indices of its first and past its last Wasmtime sample, the intervals its Wasmtime
+        samples stand for). Kept: every later call returns the same. GuestProfilerError if Wasmtime failed."""
         cdef wasmtime_guestprofiler_t *p
         if self.completed is None and self.finish_error is None:
             self.stop()
@@ -273,9 +303,9 @@ cdef class Sampler:
                 self.finish_error = "the profiler was already finished"
             else:
                 # What belongs to this profile is taken before the GIL is released (a rotate() elsewhere).
-                calls, first = self.take_host_calls(end), self.first_sample
+                calls, outside, first = self.take_host_calls(end), self.take_outside(end), self.first_sample
                 try:
-                    self.completed = (finish_profiler(p), calls, first, end, strides)
+                    self.completed = (finish_profiler(p), calls, outside, first, end, strides)
                 except GuestProfilerError as exc:
                     self.finish_error = str(exc)
         if self.finish_error is not None:
@@ -283,8 +313,9 @@ cdef class Sampler:
         return self.completed
 
     def rotate(self, bytes process_name, list modules) -> tuple:
-        """Swap in a new wasmtime profiler and finish the old one; return (its JSON, the host calls anchored
-        in it, the indices of its first and past its last Wasmtime sample, the intervals they stand for).
+        """Swap in a new wasmtime profiler and finish the old one; return what finish() does for it (its JSON,
+        host calls, stretches outside wasm, first and past-last Wasmtime sample, the intervals they stand
+        for).
 
         The swap happens under the sampler's lock, and what belongs to the old profile (host calls, its
         first sample) is taken with the GIL before it is released: every sample lands in exactly one
@@ -306,9 +337,10 @@ cdef class Sampler:
         if old == NULL:
             api.guestprofiler_delete(fresh)
             raise ProfilerStateError("cannot rotate(): the profiler is finished")
-        calls, first, first_strides = self.take_host_calls(samples), self.first_sample, self.first_strides
+        calls, outside = self.take_host_calls(samples), self.take_outside(samples)
+        first, first_strides = self.first_sample, self.first_strides
         self.first_sample, self.first_strides = samples, strides
-        return finish_profiler(old), calls, first, samples, strides - first_strides
+        return finish_profiler(old), calls, outside, first, samples, strides - first_strides
 
     # -- host calls (see host_calls.py): entered and left on the guest's thread, GIL held
 
@@ -367,12 +399,13 @@ cdef class Sampler:
             pthread_mutex_unlock(&s.lock)
             return
         anchor = s.samples
-        take_sample(s)
+        take_sample(s, ended, thread_cpu_ns())
         # The anchor is one of the call's samples; without samples of its own it only marks the stack.
         s.host_extra += <int64_t>(own + pending) - 1
         # Keep the part of an interval not yet sampled, and have the caller's wasm sample when it is
         # up: without this, it would take a sample for ticks just given to this call.
         s.last_sample_ticks += own * step
+        gp_store_u64(&subscription.guest_cpu_from_tick, s.last_sample_ticks + step)
         left = embedder_ticks_left(s)
         pthread_mutex_unlock(&s.lock)
         if own:
@@ -385,6 +418,24 @@ cdef class Sampler:
         taken = [call for call in self.host_calls if (<HostCall>call).anchor < before]
         self.host_calls = [call for call in self.host_calls if (<HostCall>call).anchor >= before]
         return taken
+
+    cdef list take_outside(self, uint64_t before):
+        """Remove and return, as (anchor, samples, stretch ns, on-CPU ns), the stretches outside wasm whose
+        sample has an index below `before` (the callback appends them in index order)."""
+        cdef SamplerState *s = self.state
+        cdef size_t taken = 0, i
+        cdef OutsideStretch stretch
+        cdef list out = []
+        pthread_mutex_lock(&s.lock)
+        while taken < s.outside_len and s.outside[taken].anchor < before:
+            taken += 1
+        for i in range(taken):
+            stretch = s.outside[i]
+            out.append((stretch.anchor, stretch.samples, stretch.stretch_ns, stretch.on_cpu_ns))
+        memmove(s.outside, s.outside + taken, (s.outside_len - taken) * sizeof(OutsideStretch))
+        s.outside_len -= taken
+        pthread_mutex_unlock(&s.lock)
+        return out
 
     cdef uint64_t read_locked(self, uint64_t *field) noexcept:
         """One field of the state, read under its lock (GIL held)."""

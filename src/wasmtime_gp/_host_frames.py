@@ -8,28 +8,42 @@ as many samples as it earned spread over its duration, an interval marker, and t
 inserted into the stacks of everything sampled while it ran (wasm it called back into, and host
 calls nested in that). A call that earned nothing itself but had nested samples keeps its anchor
 only to know its depth; that sample is removed again and its CPU time given to the next one.
+
+Time outside wasm that no one wrapped (WASI, any native host function) is seen by the epoch callback
+(_core_hot_path's `outside_wasm`): a sample taken late, when the guest came back. Its stack is the one wasm
+had then; here it gets an `[outside wasm]` frame on top, and under it `[on CPU]` or `[off CPU]`, as many
+samples as intervals it stood for, split between the two by the thread's CPU time over the stretch, and an
+interval marker.
 """
 
 from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wasmtime_gp import _fxprof
 from wasmtime_gp._core import HostCall
-from wasmtime_gp.profile import HOST_MODULE, HOST_PREFIX  # the resource and name prefix of every host frame
+from wasmtime_gp.profile import HOST_MODULE, HOST_PREFIX, OFF_CPU, ON_CPU, OUTSIDE_WASM
 
 HOST_CATEGORY = {"name": "Host", "color": "orange", "subcategories": ["Other"]}
+OUTSIDE_CATEGORY = {"name": "Outside wasm", "color": "grey", "subcategories": ["Other"]}
 MARKER_TYPE = "HostCall"
+OUTSIDE_MARKER_TYPE = "OutsideWasm"
+
+if TYPE_CHECKING:
+    from wasmtime_gp._core import OutsideStretch
 
 
 def frame_name(name: str) -> str:
     return HOST_PREFIX + name
 
 
-def splice(raw: dict[str, Any], calls: Sequence[HostCall], base: int) -> int:
-    """Write `calls` into the profile; return its sample count. `base`: the index of its first sample."""
+def splice(
+    raw: dict[str, Any], calls: Sequence[HostCall], outside: Sequence[OutsideStretch], base: int
+) -> int:
+    """Write `calls` and the stretches `outside` wasm into the profile; return its sample count. `base`: the
+    index of its first sample."""
     table = _Tables(raw)
     samples = table.thread["samples"]
     times = _fxprof.sample_times(table.thread)
@@ -38,7 +52,7 @@ def splice(raw: dict[str, Any], calls: Sequence[HostCall], base: int) -> int:
 
     frames = table.frames_of  # read before any insertion: depths refer to the stacks Wasmtime wrote
     inserts: dict[int, list[tuple[int, int]]] = {}  # sample -> (depth, host frame) to insert
-    extra: list[tuple[float, int, float]] = []  # (time, sample whose stack to copy, cpu) to add
+    copies: list[tuple[float, int, float]] = []  # (time, sample whose final stack to copy, cpu) to add
     dropped: set[int] = set()
     for call in calls:
         anchor = call.anchor - base
@@ -55,14 +69,29 @@ def splice(raw: dict[str, Any], calls: Sequence[HostCall], base: int) -> int:
         end, wall = times[anchor], call.wall_ns / 1e6
         share = cpu[anchor] / call.samples
         cpu[anchor] = share
-        extra.extend((max(end - wall * k / call.samples, 0.0), anchor, share) for k in range(1, call.samples))
+        copies.extend(
+            (max(end - wall * k / call.samples, 0.0), anchor, share) for k in range(1, call.samples)
+        )
         table.add_marker(call.name, max(end - wall, 0.0), end, call.samples)
 
-    original = {index: frames(stacks[index]) for index in inserts}
+    stretches = {anchor - base: stretch for anchor, *stretch in outside if 0 <= anchor - base < len(stacks)}
+    original = {index: frames(stacks[index]) for index in {*inserts, *stretches}}
     for index, pairs in inserts.items():
         stacks[index] = table.intern(_with_inserts(original[index], pairs))
+    extra = [(time, stacks[source], share) for time, source, share in copies]
+    for index, (count, stretch_ns, on_cpu_ns) in stretches.items():
+        # The last `on` of its samples ran on a CPU (a blocking read waits, then copies), the rest did not.
+        outside_stack = table.intern([table.outside_frame(OUTSIDE_WASM)], stacks[index])
+        on = round(count * on_cpu_ns / stretch_ns) if stretch_ns > 0 else count
+        leaves = [table.intern([table.outside_frame(ON_CPU if k < on else OFF_CPU)], outside_stack)
+                  for k in range(count)]  # fmt: skip
+        end, stretch = times[index], stretch_ns / 1e6
+        share = cpu[index] / count
+        cpu[index], stacks[index] = share, leaves[0]
+        extra.extend((end - stretch * k / count, leaves[k], share) for k in range(1, count))
+        table.add_outside_marker(end - stretch, end, count, on_cpu_ns, stretch_ns)
     rows = [(times[i], stacks[i], cpu[i]) for i in range(len(stacks)) if i not in dropped]
-    rows += [(time, stacks[source], share) for time, source, share in extra]
+    rows += extra
     rows.sort(key=lambda row: row[0])
     row_times = [row[0] for row in rows]
     for index in dropped:  # a dropped anchor's CPU time goes to the next sample
@@ -97,8 +126,9 @@ class _Tables(_fxprof.ThreadTables):
 
     def __init__(self, raw: dict[str, Any]) -> None:
         super().__init__(raw)
-        self.host_frames: dict[str, int] = {}
+        self.host_frames: dict[str, int] = {}  # by function name, host calls' and outside wasm's
         self._category: int | None = None
+        self._outside_category: int | None = None
         self._resource: int | None = None
 
     def category(self) -> int:
@@ -116,28 +146,42 @@ class _Tables(_fxprof.ThreadTables):
         return self._resource
 
     def host_frame(self, name: str) -> int:
-        if name not in self.host_frames:
+        return self._frame(frame_name(name), self.category())
+
+    def outside_frame(self, name: str) -> int:
+        return self._frame(name, self.outside_category())
+
+    def outside_category(self) -> int:
+        if self._outside_category is None:
+            categories = self.raw["meta"].setdefault("categories", [])
+            categories.append(dict(OUTSIDE_CATEGORY))
+            self._outside_category = len(categories) - 1
+        return self._outside_category
+
+    def _frame(self, function: str, category: int) -> int:
+        """The frame of a function of the host resource (made at its first use)."""
+        if function not in self.host_frames:
             func = _fxprof.append_row(
                 self.thread["funcTable"],
                 {
-                    "name": self.string(frame_name(name)),
+                    "name": self.string(function),
                     "isJS": False,
                     "relevantForJS": False,
                     "resource": self.resource(),
                 },
             )
-            self.host_frames[name] = _fxprof.append_row(
+            self.host_frames[function] = _fxprof.append_row(
                 self.thread["frameTable"],
                 {
                     "address": -1,
                     "inlineDepth": 0,
-                    "category": self.category(),
+                    "category": category,
                     "subcategory": 0,
                     "func": func,
                     "innerWindowID": 0,
                 },
             )
-        return self.host_frames[name]
+        return self.host_frames[function]
 
     def add_marker(self, name: str, start: float, end: float, samples: int) -> None:
         self._declare_marker_schema()
@@ -150,6 +194,42 @@ class _Tables(_fxprof.ThreadTables):
                 "phase": 1,  # an interval
                 "category": self.category(),
                 "data": {"type": MARKER_TYPE, "function": name, "samples": samples},
+            },
+        )
+        self.thread["showMarkersInTimeline"] = True
+
+    def add_outside_marker(
+        self, start: float, end: float, samples: int, on_cpu_ns: int, stretch_ns: int
+    ) -> None:
+        _fxprof.declare_marker_schema(
+            self.raw,
+            {
+                "name": OUTSIDE_MARKER_TYPE,
+                "display": ["marker-chart", "marker-table", "timeline-overview"],
+                "chartLabel": "outside wasm",
+                "tooltipLabel": "outside wasm: {marker.data.onCpu} on CPU",
+                "tableLabel": "outside wasm: {marker.data.onCpu} on CPU, {marker.data.offCpu} off CPU",
+            },
+            [
+                {"key": "onCpu", "label": "On CPU", "format": "milliseconds"},
+                {"key": "offCpu", "label": "Off CPU", "format": "milliseconds"},
+                {"key": "samples", "label": "Samples", "format": "integer"},
+            ],
+        )
+        _fxprof.append_row(
+            self.thread["markers"],
+            {
+                "name": self.string(OUTSIDE_WASM),
+                "startTime": start,
+                "endTime": end,
+                "phase": 1,  # an interval
+                "category": self.outside_category(),
+                "data": {
+                    "type": OUTSIDE_MARKER_TYPE,
+                    "onCpu": on_cpu_ns / 1e6,
+                    "offCpu": (stretch_ns - on_cpu_ns) / 1e6,
+                    "samples": samples,
+                },
             },
         )
         self.thread["showMarkersInTimeline"] = True

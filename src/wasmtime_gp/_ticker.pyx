@@ -9,10 +9,13 @@ rare and serialised by `lifecycle`; the tick loop and the clock list share `lock
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport calloc, free
 from posix.signal cimport sigset_t, sigfillset, SIG_SETMASK
-from posix.time cimport timespec, CLOCK_MONOTONIC
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+from posix.types cimport clockid_t
 from libc.errno cimport ETIMEDOUT
 
-from wasmtime_gp._native.atomics cimport gp_add_u64, gp_store_i64
+from wasmtime_gp._native.atomics cimport (
+    gp_add_u64_ordered, gp_load_i64, gp_load_u64, gp_store_i64, gp_store_i64_ordered, gp_store_u64_ordered,
+)
 from wasmtime_gp._native.clock cimport monotonic_ns
 from wasmtime_gp._native.posix cimport *
 
@@ -60,6 +63,27 @@ cdef bint clock_spins(EngineClock *clock) noexcept nogil:
             return True
         s = s.next
     return False
+
+
+cdef void stamp_tick(EngineClock *clock) noexcept nogil:
+    """Stamp the tick that just landed: the time, then the CPU time of each guest thread whose sample is due
+    or late (ticker thread, `lock` held). After the epoch moved, not before: a ticker preempted in between
+    would make wasm look late. Reading another thread's CPU clock is a system call: once per sample while
+    the guest keeps up, at each tick for TICK_RING ticks while it is away from wasm."""
+    cdef uint64_t tick = clock.ticks
+    cdef int slot = tick % TICK_RING
+    cdef Subscription *s = clock.subscriptions
+    cdef int64_t guest_clock
+    cdef timespec ts
+    gp_store_i64_ordered(&clock.tick_ns[slot], monotonic_ns())
+    gp_store_u64_ordered(&clock.tick_of[slot], tick)
+    while s != NULL:
+        guest_clock = gp_load_i64(&s.guest_cpu_clock)
+        if (guest_clock != 0 and tick - gp_load_u64(&s.guest_cpu_from_tick) < TICK_RING
+                and clock_gettime(<clockid_t>guest_clock, &ts) == 0):
+            gp_store_i64_ordered(&s.guest_cpu_ns[slot], <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec)
+            gp_store_u64_ordered(&s.guest_cpu_of[slot], tick)
+        s = s.next
 
 
 cdef void *ticker_main(void *arg) noexcept nogil:
@@ -111,8 +135,9 @@ cdef void *ticker_main(void *arg) noexcept nogil:
             if clock.next_tick_ns <= now:
                 # Counted before the epoch moves: a callback woken by this tick must read it, or a host
                 # call starting just after would count the same tick again.
-                gp_add_u64(&clock.ticks, 1)
+                gp_add_u64_ordered(&clock.ticks, 1)
                 increment_epoch(clock.engine)
+                stamp_tick(clock)
                 interval = clock.interval_ns
                 clock.next_tick_ns += interval
                 # After a stall (suspend, overload) skip the missed ticks instead of bursting them.

@@ -164,3 +164,34 @@ def observe_epoch_calls(
     increment_epoch._wasmtime_gp = True  # type: ignore[attr-defined]
     _ffi.wasmtime_engine_increment_epoch = increment_epoch
     wasmtime.Store.set_epoch_deadline = set_epoch_deadline  # type: ignore[method-assign]
+
+
+# The C functions through which wasmtime-py enters wasm: a call, and the instantiations that run a start function.
+WASM_ENTRIES = (
+    "wasmtime_func_call",
+    "wasmtime_instance_new",
+    "wasmtime_linker_instantiate",
+    "wasmtime_instance_pre_instantiate",
+)
+
+
+def observe_wasm_calls(enter: Callable[[], None], leave: Callable[[], None]) -> None:
+    """Have every entry into wasm through wasmtime-py call `enter()` before and `leave()` after, on its thread,
+    once per process. wasmtime-py looks each of WASM_ENTRIES up in `_ffi` at each call, as it does the epoch's."""
+    for name in WASM_ENTRIES:
+        original = getattr(_ffi, name, None)
+        if original is None or getattr(original, "_wasmtime_gp", False):
+            continue
+        setattr(_ffi, name, _entering_wasm(original, enter, leave))
+
+
+def _entering_wasm(original: Callable[..., Any], enter: Callable[[], None], leave: Callable[[], None]) -> Any:
+    def call(*args: Any) -> Any:
+        enter()
+        try:
+            return original(*args)
+        finally:
+            leave()
+
+    call._wasmtime_gp = True  # type: ignore[attr-defined]
+    return call

@@ -21,6 +21,9 @@ from wasmtime_gp._errors import ProfileFormatError
 HOST_MODULE = "host"
 HOST_PREFIX = "[host] "
 _HOST_MODULES = (HOST_MODULE, "[host]")
+# The guest's time outside wasm in host functions nobody wrapped (WASI's, any native one): `[outside wasm]` on
+# top of the stack wasm had when it came back, and under it whether the thread ran on a CPU meanwhile.
+OUTSIDE_WASM, ON_CPU, OFF_CPU = "[outside wasm]", "[on CPU]", "[off CPU]"
 
 HostFilter = Literal["include", "exclude", "only"]
 
@@ -48,8 +51,19 @@ class Frame:
         """A host function the guest called (wrapped with host_calls), not a wasm function."""
         return self.module in _HOST_MODULES and self.function.startswith(HOST_PREFIX)
 
+    @property
+    def is_outside(self) -> bool:
+        """One of the frames that stand for the guest's time outside wasm, in host functions nobody wrapped:
+        `[outside wasm]`, and under it `[on CPU]` or `[off CPU]`."""
+        return self.module == HOST_MODULE and self.function in (OUTSIDE_WASM, ON_CPU, OFF_CPU)
+
+    @property
+    def is_wasm(self) -> bool:
+        """A wasm function: neither a host call's frame nor one of outside wasm's."""
+        return not (self.is_host or self.is_outside)
+
     def __str__(self) -> str:
-        return self.function if self.is_host else f"{self.function} [{self.module}]"
+        return f"{self.function} [{self.module}]" if self.is_wasm else self.function
 
 
 class StackTable:
@@ -474,22 +488,30 @@ class Profile:
 
     @property
     def host_sample_count(self) -> int:
-        """Samples taken inside host functions (the innermost frame is a host frame)."""
+        """Samples taken inside wrapped host functions (the innermost frame is a host call's)."""
         return sum(1 for sample in self.samples if sample.leaf is not None and sample.leaf.is_host)
 
-    def filter_host(self, host: HostFilter) -> Profile:
-        """A copy with host calls kept ("include"), left out ("exclude") or alone ("only").
+    @property
+    def outside_sample_counts(self) -> tuple[int, int]:
+        """Samples of the guest's time outside wasm in host functions nobody wrapped: (on a CPU, off it)."""
+        leaves = Counter(
+            sample.leaf.function for sample in self.samples if sample.leaf and sample.leaf.is_outside
+        )
+        return leaves[ON_CPU], leaves[OFF_CPU]
 
-        "exclude" drops the samples taken inside host functions and the host frames of wasm they
-        called back into: what is left is the guest's own time. "only" keeps the samples inside
-        host functions.
+    def filter_host(self, host: HostFilter) -> Profile:
+        """A copy with the host's time kept ("include"), left out ("exclude") or alone ("only"): wrapped host
+        calls, and the time outside wasm in functions nobody wrapped.
+
+        "exclude" drops the samples taken in the host and the host frames of wasm it called back into: what
+        is left is the guest's own time in wasm. "only" keeps the samples taken in the host.
         """
         if host == "include":
             return self
         if host == "exclude":
-            samples = _without_host_frames([s for s in self.samples if s.leaf is None or not s.leaf.is_host])
+            samples = _without_host_frames([s for s in self.samples if s.leaf is None or s.leaf.is_wasm])
         elif host == "only":
-            samples = [s for s in self.samples if s.leaf is not None and s.leaf.is_host]
+            samples = [s for s in self.samples if s.leaf is not None and not s.leaf.is_wasm]
         else:
             raise ValueError(f'host must be "include", "exclude" or "only", not {host!r}')
         return Profile(
@@ -523,7 +545,8 @@ def _location(frame: Frame) -> tuple[str, int] | None:
 
 
 def _without_host_frames(samples: list[Sample]) -> list[Sample]:
-    """The samples with their host frames left out, in new tables that share prefixes as the old ones did."""
+    """The samples with their host (and outside wasm) frames left out, in new tables that share prefixes as
+    the old ones did."""
     tables: dict[int, tuple[StackTable, list[int], dict[tuple[int, int], int]]] = {}
     out = []
     for sample in samples:
@@ -532,7 +555,7 @@ def _without_host_frames(samples: list[Sample]) -> list[Sample]:
             table, mapped, interned = StackTable(), [-1] * len(old), {}
             for stack, (prefix, frame) in enumerate(zip(old.prefix, old.frame)):
                 parent = mapped[prefix] if prefix >= 0 else -1
-                if frame.is_host:
+                if not frame.is_wasm:
                     mapped[stack] = parent
                     continue
                 key = (parent, id(frame))  # old.frame keeps every frame alive: ids stay unique

@@ -189,6 +189,8 @@ class GuestProfiler:
             )
             _epochs.adopt(store, self._native.deadline_keeper())
 
+        # Only time inside a wasm call can be the guest's time outside wasm: see where calls begin.
+        _wasmtime_py.observe_wasm_calls(_core.wasm_call_enter, _core.wasm_call_leave)
         _registry.claim_store(store_address, self, make_sampler)
         if not _core.can_clone_engine():
             # Wasmtime < 24: the ticker borrows wasmtime-py's engine pointer, so it must stop first.
@@ -365,27 +367,33 @@ class GuestProfiler:
         if self._result is None:
             self._stop(warn=True)
             # GuestProfilerError if Wasmtime could not write it.
-            data, calls, first, end, strides = self._native.finish()
-            result, _ = self._completed(bytes(data), calls, first, end, strides)
+            data, calls, outside, first, end, strides = self._native.finish()
+            result, _ = self._completed(bytes(data), calls, outside, first, end, strides)
             if self._result is None:
                 self._result = result
         return self._result
 
     def _completed(
-        self, data: bytes, calls: list[_core.HostCall], first: int, end: int, strides: int
+        self,
+        data: bytes,
+        calls: list[_core.HostCall],
+        outside: list[_core.OutsideStretch],
+        first: int,
+        end: int,
+        strides: int,
     ) -> tuple[bytes, int]:
-        """Write in what Wasmtime could not: the host calls anchored in this profile (which holds Wasmtime's
-        samples `first` to `end`, standing for `strides` intervals), source lines, and what an overhead
-        budget made of the interval. Return the profile and its sample count.
+        """Write in what Wasmtime could not: the host calls and the stretches outside wasm anchored in this
+        profile (which holds Wasmtime's samples `first` to `end`, standing for `strides` intervals), source
+        lines, and what an overhead budget made of the interval. Return the profile and its sample count.
 
-        The count invariant: Wasmtime's `end - first` samples, plus what the host calls anchored here add
-        (the sampler's `host_extra` for them), equal the rows `_host_frames.splice` writes; summed over every
-        profile finished or rotated, that is `sample_count`.
+        The count invariant: Wasmtime's `end - first` samples, plus what the host calls and stretches anchored
+        here add (the sampler's `host_extra` for them), equal the rows `_host_frames.splice` writes; summed
+        over every profile finished or rotated, that is `sample_count`.
         """
         raw = json.loads(data)
         self._warn_if_frameless(raw)
-        if calls or self._debug_info:
-            count = _host_frames.splice(raw, calls, first) if calls else end - first
+        if calls or outside or self._debug_info:
+            count = _host_frames.splice(raw, calls, outside, first) if calls or outside else end - first
             if self._debug_info:
                 _symbols.add_source_lines(raw, self._debug_info.modules())
             data = json.dumps(raw, ensure_ascii=False, separators=(",", ":")).encode()
@@ -406,8 +414,8 @@ class GuestProfiler:
         """
         self._require_unfinished("rotate()")
         modules = [(name, _wasmtime_py.module_address(module)) for name, module in self._modules]
-        data, calls, first, end, strides = self._native.rotate(self._process_name, modules)
-        return self._completed(bytes(data), calls, first, end, strides)
+        data, calls, outside, first, end, strides = self._native.rotate(self._process_name, modules)
+        return self._completed(bytes(data), calls, outside, first, end, strides)
 
     def profile(self) -> Profile:
         """The profile as a `Profile`: finishes the profiler first if it is not finished yet."""

@@ -41,11 +41,18 @@ def summary_line(profile: Profile) -> str:
     host = profile.host_sample_count
     if host:
         line += f"; {100 * host / profile.sample_count:.1f} % in host calls"
+    on_cpu, off_cpu = profile.outside_sample_counts
+    if on_cpu + off_cpu:
+        share = 100 / profile.sample_count
+        line += (
+            f"; {share * (on_cpu + off_cpu):.1f} % outside wasm: {share * on_cpu:.1f} % on CPU, "
+            f"{share * off_cpu:.1f} % off CPU"
+        )
     return line
 
 
 def _module_label(frame: Frame, paint: _Paint) -> str:
-    return "" if frame.is_host else " " + paint(f"[{frame.module}]", _DIM)
+    return " " + paint(f"[{frame.module}]", _DIM) if frame.is_wasm else ""
 
 
 def top_table(profile: Profile, n: int = 15, color: bool = False) -> str:

@@ -26,6 +26,7 @@ cdef extern from "<pthread.h>" nogil:
     int pthread_cond_wait(pthread_cond_t *, pthread_mutex_t *)
     int pthread_cond_timedwait(pthread_cond_t *, pthread_mutex_t *, const timespec *)
     int pthread_atfork(void (*)() noexcept nogil, void (*)() noexcept nogil, void (*)() noexcept nogil)
+    int pthread_getcpuclockid(pthread_t, clockid_t *)
 
 cdef extern from "<signal.h>" nogil:
     int pthread_sigmask(int, const sigset_t *, sigset_t *)

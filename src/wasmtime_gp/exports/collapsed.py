@@ -9,7 +9,7 @@ from wasmtime_gp.profile import Frame, Profile, tallies
 
 def _label(frame: Frame, with_module: bool, with_line: bool) -> str:
     # ';' separates frames and a newline ends the record: neither may appear inside a name.
-    name = f"{frame.module}`{frame.function}" if with_module and not frame.is_host else frame.function
+    name = f"{frame.module}`{frame.function}" if with_module and frame.is_wasm else frame.function
     if with_line and frame.line is not None:
         name += f":{frame.line}"
     return name.replace(";", ":").replace("\n", " ").replace("\r", " ")
@@ -22,9 +22,7 @@ def to_collapsed(profile: Profile, with_module: bool | None = None, lines: bool 
     """
     found, _ = tallies(profile.samples)  # each distinct stack once, however many samples it has
     if with_module is None:
-        modules = {
-            t.table.frame[s].module for t in found for s in t.sampled() if not t.table.frame[s].is_host
-        }
+        modules = {t.table.frame[s].module for t in found for s in t.sampled() if t.table.frame[s].is_wasm}
         with_module = len(modules) > 1
     counts: Counter[str] = Counter()
     for tally in found:
