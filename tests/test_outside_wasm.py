@@ -55,6 +55,7 @@ class WaitingGuest:
         self.seconds, self.sleeps = seconds, sleeps
         self.waited = 0.0  # wall-clock seconds inside env.wait, measured there
         self.waited_cpu = 0.0
+        self.run_cpu = 0.0  # the thread's CPU seconds over the last run()
         linker = wasmtime.Linker(self.engine)
         linker.define_func("env", "wait", wasmtime.FuncType([], []), self.wait)
         self.instance = linker.instantiate(self.store, self.module)
@@ -75,9 +76,10 @@ class WaitingGuest:
         run = self.instance.exports(self.store)["run"]
         assert isinstance(run, wasmtime.Func)
         with GuestProfiler(self.store, [self.module], interval=interval) as profiler:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.thread_time()
             run(self.store, calls, spins)
             took = time.perf_counter() - started
+            self.run_cpu = time.thread_time() - cpu
         return profiler, took
 
 
@@ -102,8 +104,10 @@ def test_an_unwrapped_host_function_is_outside_wasm_by_its_share(sleeps):
     profile = profiler.profile()
     on, off = outside_share(profile)
     measured = guest.waited / took  # the share of the run spent in env.wait, by its own clock
-    # Weighted by the intervals each late sample stood for, the outside share follows the time spent there.
-    assert abs((on + off) - measured) < 0.15, (on, off, measured, profile.top(5))
+    # Weighted by the intervals each late sample stood for, the outside share follows the time spent there;
+    # on a loaded machine, plus the time the thread waited for a CPU on its way in and out of the function.
+    descheduled = max(0.0, took - guest.run_cpu - (guest.waited - guest.waited_cpu)) / took
+    assert measured - 0.15 < on + off < measured + descheduled + 0.1, (on, off, measured, descheduled)
     # Sleeping is off a CPU, computing on one (by the share of CPU time it measured, whatever the load).
     cpu_share = guest.waited_cpu / guest.waited
     assert abs(on / (on + off) - cpu_share) < 0.3, (on, off, cpu_share)
@@ -178,11 +182,22 @@ def test_rotation_keeps_each_stretch_in_its_profile():
 
 
 def minigzip_report(tmp_path, source: str) -> tuple[Profile, str]:
-    """`wasmtime-gp run` on minigzip compressing 8 MB of text, from a file or (`pipe`) from stdin fed slowly."""
+    """`wasmtime-gp run` on minigzip compressing text, 8 MB from a file, or 2.5 MB from stdin fed slowly (`pipe`)."""
     minigzip = tools.wasm_program("minigzip")
-    text = b"".join(b"outside wasm sample %d tick %d\n" % (k, k * 7919 % 1000) for k in range(260_000))
+    lines = 260_000 if source == "file" else 80_000
+    text = b"".join(b"outside wasm sample %d tick %d\n" % (k, k * 7919 % 1000) for k in range(lines))
     out = tmp_path / "minigzip.json"
-    command = [sys.executable, "-m", "wasmtime_gp", "run", str(minigzip), "-o", str(out), "--interval", "1ms"]
+    command = [
+        sys.executable,
+        "-m",
+        "wasmtime_gp",
+        "run",
+        str(minigzip),
+        "-o",
+        str(out),
+        "--interval",
+        "500us",
+    ]
     if source == "file":
         (tmp_path / "input.txt").write_bytes(text)
         command += ["--dir", f"{tmp_path}::/data", "--", "-c", "/data/input.txt"]
@@ -190,11 +205,12 @@ def minigzip_report(tmp_path, source: str) -> tuple[Profile, str]:
             command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=300, check=False
         )
     else:
-        # A writer that sends 64 KB every 5 ms: minigzip compresses each in about a millisecond, then blocks.
+        # A writer that sends 64 KB every 20 ms: minigzip compresses each in about 3 ms, then blocks (on a
+        # loaded machine too: slower, it still spends most of the run waiting for input).
         feeder = (
             "import sys, time\ndata = sys.stdin.buffer.read()\n"
             "for k in range(0, len(data), 65536):\n"
-            "    sys.stdout.buffer.write(data[k:k + 65536]); sys.stdout.buffer.flush(); time.sleep(0.005)\n"
+            "    sys.stdout.buffer.write(data[k:k + 65536]); sys.stdout.buffer.flush(); time.sleep(0.02)\n"
         )
         writer = subprocess.Popen(
             [sys.executable, "-c", feeder], stdin=subprocess.PIPE, stdout=subprocess.PIPE
@@ -218,9 +234,11 @@ def test_a_real_program_blocked_on_its_input_is_off_cpu(tmp_path):
     profile, report = minigzip_report(tmp_path, "pipe")
     on, off = outside_share(profile)
     # The other way to measure it: the guest thread's own CPU clock (each sample's CPU time) against the run.
-    blocked = 1 - profile.cpu_time / profile.duration
-    assert abs(off - blocked) < 0.15, (on, off, blocked, profile.top(5))
-    assert off > 0.3, (on, off, blocked)
+    # Off it means blocked, or descheduled: while outside wasm both count, in wasm neither (at most the
+    # guest's CPU share of the run, here under 0.3 even on a loaded machine).
+    away = 1 - profile.cpu_time / profile.duration
+    assert away - 0.3 < off < away + 0.05, (on, off, away, profile.top(5))
+    assert off > 0.5, (on, off, away)
     wasm = [row.frame.function for row in profile.top(50) if row.frame.is_wasm][:3]
     assert "ferror" not in wasm and "fread" not in wasm, profile.top(8)
     assert "outside wasm:" in report
@@ -231,8 +249,9 @@ def test_a_real_program_reading_a_file_no_longer_blames_ferror(tmp_path):
     wasm = [row for row in profile.top(100) if row.frame.is_wasm]
     ferror = next((row.self_percent for row in wasm if row.frame.function == "ferror"), 0.0)
     # ferror only reads a flag: before, every tick that landed in WASI's fd_read was charged to it (10 % of
-    # the samples in the README's example); what is left is reads shorter than the threshold.
-    assert ferror < 4, [(row.frame.function, round(row.self_percent, 1)) for row in wasm[:8]]
+    # the samples in the README's example); what is left is reads shorter than the threshold (about 2 % on an
+    # idle machine; preemptions hide more of them on a loaded one, see docs/performance.md).
+    assert ferror < 8, [(row.frame.function, round(row.self_percent, 1)) for row in wasm[:8]]
     assert "ferror" not in [row.frame.function for row in wasm[:3]]
 
 
