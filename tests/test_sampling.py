@@ -12,6 +12,7 @@ from conftest import assert_sample_count_fits, instantiate, read_profile, run_is
 from guests import ANONYMOUS, CHAIN, NAMED
 
 from wasmtime_gp import GuestProfiler, ProfilerValueError, _abi
+from wasmtime_gp.profile import OFF_CPU, ON_CPU, OUTSIDE_WASM
 
 
 def test_nested_stacks_with_the_looping_function_as_dominant_leaf(chain, spins_for):
@@ -127,7 +128,8 @@ def test_only_listed_modules_contribute_frames(chain, spins_for):
         chain.call("run", spins_for(0.2))
     profile = read_profile(profiler.finish())
     assert profiler.sample_count > 0
-    assert all(stack == () for stack in profile.stacks)
+    # No wasm frame (a loaded machine may add a rare `[outside wasm]` sample: test_outside_wasm bounds them).
+    assert all(set(stack) <= {OUTSIDE_WASM, ON_CPU, OFF_CPU} for stack in profile.stacks)
 
 
 def test_sampling_time_is_the_cost_inside_the_sample_call(chain, spins_for):
