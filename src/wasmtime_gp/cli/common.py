@@ -48,6 +48,6 @@ def add_host_option(parser: argparse.ArgumentParser) -> None:
         "--host",
         choices=["include", "exclude", "only"],
         default="include",
-        help="samples inside host functions (wrapped with wasmtime_gp.host_calls): keep them (default), "
+        help="samples in the host (wrapped host calls, and time outside wasm): keep them (default), "
         "leave them out, or show only them",
     )
