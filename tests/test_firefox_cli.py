@@ -241,6 +241,17 @@ def test_time_outside_wasm_and_its_markers(firefox, tmp_path):
     )
 
 
+def test_a_merge_with_time_outside_wasm(firefox, tmp_path, spins_for):
+    guest = instantiate(CHAIN)
+    with GuestProfiler(guest.store, [guest.module], interval=0.0005) as plain:
+        guest.call("run", spins_for(0.02))
+    waiting, _ = WaitingGuest(0.003, sleeps=True).run(calls=10, spins=spins_taking(0.001))
+    path = tmp_path / "merged.json"
+    path.write_bytes(merge_profiles([plain.finish(), waiting.finish()], names=["plain", "io"]))
+    rows = check_threads(firefox.load(path), Profile.load(path))
+    assert rows["io"][f"{HOST_MODULE}!{OFF_CPU}"]["selfSamples"] > 0
+
+
 def _flatten(node: CallNode, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], tuple[int, int]]:
     flat = {}
     for child in node.children.values():

@@ -9,9 +9,11 @@ import pytest
 from conftest import instantiate, make_engine
 from guests import CHAIN
 from test_cli import wasmtime_gp
+from test_outside_wasm import WaitingGuest, spins_taking
 
 from wasmtime_gp import GuestProfiler, Profile, ProfileFormatError
 from wasmtime_gp.merge import merge_profiles
+from wasmtime_gp.profile import OFF_CPU, OUTSIDE_WASM
 
 
 def _profiles_from_threads(count, spins):
@@ -45,6 +47,27 @@ def test_merge_keeps_every_sample_on_a_common_timeline(spins_for):
     for single, name in zip(singles, ["checkout", "search", "checkout #2"]):
         merged_times = [profile.start_time + s.time for s in profile.samples if s.thread == name]
         assert merged_times == pytest.approx([single.start_time + s.time for s in single.samples], abs=1e-6)
+
+
+def test_merge_keeps_each_profiles_categories_and_marker_schemas(spins_for):
+    # A profile with time outside wasm numbers a category and a marker schema of its own after Wasmtime's; a
+    # merge with a plain one first must still name them for its frames and markers.
+    plain = _profiles_from_threads(1, spins_for(0.02))
+    waiting, _ = WaitingGuest(0.003, sleeps=True).run(calls=10, spins=spins_taking(0.001))
+    merged = json.loads(merge_profiles([*plain, waiting.finish()]))
+    categories = [category["name"] for category in merged["meta"]["categories"]]
+    assert len(categories) == len(set(categories))
+    thread = merged["threads"][1]
+    strings = thread["stringArray"] if "stringArray" in thread else merged["shared"]["stringArray"]
+    funcs = thread["funcTable"]["name"]
+    frames = thread["frameTable"]
+    named = {
+        strings[funcs[func]]: categories[category]
+        for func, category in zip(frames["func"], frames["category"])
+    }
+    assert named[OUTSIDE_WASM] == named[OFF_CPU] == "Outside wasm"
+    assert {categories[c] for c in thread["markers"]["category"]} == {"Outside wasm"}
+    assert "OutsideWasm" in {schema["name"] for schema in merged["meta"]["markerSchema"]}
 
 
 def test_merge_command(tmp_path, spins_for):

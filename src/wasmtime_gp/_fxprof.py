@@ -86,6 +86,17 @@ def declare_marker_schema(raw: dict[str, Any], schema: dict[str, Any], fields: l
     schemas.append({**schema, fields_key: fields})
 
 
+def renumber_categories(thread: dict[str, Any], mapping: list[int]) -> None:
+    """Point the thread's frames, stacks (up to version 52) and markers at the categories `mapping` gives
+    for the ones their profile numbered (a merge gathers every profile's categories in one list)."""
+    for table in (thread["frameTable"], thread["stackTable"], thread.get("markers", {})):
+        column = table.get("category")
+        if isinstance(column, list):
+            table["category"] = [
+                mapping[c] if isinstance(c, int) and 0 <= c < len(mapping) else c for c in column
+            ]
+
+
 def with_labels(data: bytes, labels: Mapping[str, str]) -> bytes:
     """The Firefox profile JSON with `labels` added to its meta object."""
     return with_meta(data, LABELS_KEY, dict(labels)) if labels else data

@@ -27,7 +27,7 @@ from wasmtime_gp._core import HostCall
 from wasmtime_gp.profile import HOST_MODULE, HOST_PREFIX, OFF_CPU, ON_CPU, OUTSIDE_WASM
 
 HOST_CATEGORY = {"name": "Host", "color": "orange", "subcategories": ["Other"]}
-OUTSIDE_CATEGORY = {"name": "Outside wasm", "color": "grey", "subcategories": ["Other"]}
+OUTSIDE_CATEGORY = {"name": "Outside wasm", "color": "lightblue", "subcategories": ["Other"]}
 MARKER_TYPE = "HostCall"
 OUTSIDE_MARKER_TYPE = "OutsideWasm"
 

@@ -41,9 +41,24 @@ def merge_profiles(profiles: Sequence[bytes], names: Sequence[str] | None = None
     merged["meta"]["startTime"] = start
     merged["meta"]["interval"] = min(d["meta"]["interval"] for d in documents)
     merged["libs"], merged["threads"] = [], []
+    # Every profile's categories and marker schemas, by name: one that has host calls or time outside wasm
+    # numbered its own categories after Wasmtime's.
+    categories: list[dict[str, Any]] = []
+    category_index: dict[str, int] = {}
+    schemas: dict[str, dict[str, Any]] = {}
+    merged["meta"]["categories"], merged["meta"]["markerSchema"] = categories, []
     seen: dict[str, int] = {}
     for index, document in enumerate(documents):
         thread = document["threads"][0]
+        mapping = []
+        for category in document["meta"].get("categories", []):
+            if category["name"] not in category_index:
+                category_index[category["name"]] = len(categories)
+                categories.append(category)
+            mapping.append(category_index[category["name"]])
+        _fxprof.renumber_categories(thread, mapping)
+        for schema in document["meta"].get("markerSchema", []):
+            schemas.setdefault(schema["name"], schema)
         offset = document["meta"]["startTime"] - start  # ms from the merged start to this profile's start
         lib_base = len(merged["libs"])
         merged["libs"] += document["libs"]
@@ -56,4 +71,5 @@ def merge_profiles(profiles: Sequence[bytes], names: Sequence[str] | None = None
         thread["pid"], thread["tid"] = str(index), str(index)
         thread["isMainThread"] = index == 0
         merged["threads"].append(thread)
+    merged["meta"]["markerSchema"] = list(schemas.values())
     return json.dumps(merged, ensure_ascii=False).encode()
