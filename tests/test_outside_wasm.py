@@ -103,11 +103,11 @@ def test_an_unwrapped_host_function_is_outside_wasm_by_its_share(sleeps):
     profiler, took = guest.run(calls=60, spins=spins_taking(0.002))
     profile = profiler.profile()
     on, off = outside_share(profile)
-    measured = guest.waited / took  # the share of the run spent in env.wait, by its own clock
-    # Weighted by the intervals each late sample stood for, the outside share follows the time spent there;
-    # on a loaded machine, plus the time the thread waited for a CPU on its way in and out of the function.
+    # Counted interval by interval, the outside share follows the share of the run spent in env.wait (by its
+    # own clock); on a loaded machine, plus the time the thread waited for a CPU on its way in and out of it.
+    wall_share = guest.waited / took
     descheduled = max(0.0, took - guest.run_cpu - (guest.waited - guest.waited_cpu)) / took
-    assert measured - 0.15 < on + off < measured + descheduled + 0.1, (on, off, measured, descheduled)
+    assert wall_share - 0.15 < on + off < wall_share + descheduled + 0.1, (on, off, wall_share, descheduled)
     # Sleeping is off a CPU, computing on one (by the share of CPU time it measured, whatever the load).
     cpu_share = guest.waited_cpu / guest.waited
     assert abs(on / (on + off) - cpu_share) < 0.3, (on, off, cpu_share)
@@ -159,7 +159,8 @@ def test_every_export_and_filter_shows_it():
     stretches = [
         m for m in thread["markers"]["data"] if isinstance(m, dict) and m.get("type") == "OutsideWasm"
     ]
-    assert stretches and all(m["offCpu"] > 0 and m["samples"] >= 1 for m in stretches)
+    assert stretches and all(m["samples"] >= 1 for m in stretches)
+    assert sum(m["offCpu"] for m in stretches) > sum(m["onCpu"] for m in stretches)
     # The host filter treats it as host time.
     assert profile.filter_host("exclude").outside_sample_counts == (0, 0)
     only = profile.filter_host("only")

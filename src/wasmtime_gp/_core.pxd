@@ -34,6 +34,7 @@ cdef struct CApi:
 cdef struct OutsideStretch:
     uint64_t anchor                        # the Wasmtime sample's index (as HostCall.anchor)
     uint64_t samples                       # the intervals it stands for (>= 1)
+    uint64_t on_cpu_samples                # of which on a CPU
     int64_t stretch_ns                     # from that tick to wasm's next epoch check
     int64_t on_cpu_ns                      # of which the guest's thread ran on a CPU
 

@@ -49,8 +49,9 @@ def keep_deadline(
     embedder: EmbedderEpoch, store_ptr: int = 0, previous: DeadlineKeeper | None = None
 ) -> DeadlineKeeper: ...
 
-# A late sample after time outside wasm: (its index, the samples it stands for, stretch ns, on-CPU ns).
-OutsideStretch: TypeAlias = tuple[int, int, int, int]
+# A late sample after time outside wasm: (its index, the samples it stands for, of which on a CPU, stretch ns,
+# on-CPU ns).
+OutsideStretch: TypeAlias = tuple[int, int, int, int, int]
 
 def wasm_call_enter() -> None: ...
 def wasm_call_leave() -> None: ...

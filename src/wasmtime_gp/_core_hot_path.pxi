@@ -30,6 +30,8 @@ cdef int64_t ARMING_SLACK_NS = 2000
 # What a preemption costs the preempted thread's CPU clock when it gets its CPU back (measured by
 # benchmarks/outside_wasm.py: a pure-wasm guest's CPU time after a tick, when it was preempted meanwhile).
 cdef int64_t SWITCH_IN_NS = 25000
+# A stretch that ran this long on a CPU outside wasm is no preemption's cost: all its time is outside wasm.
+cdef int64_t OUTSIDE_SURE_NS = 100000
 
 
 cdef inline bint on_last_thread(SamplerState *s) noexcept nogil:
@@ -101,11 +103,11 @@ cdef inline uint64_t embedder_ticks_left(SamplerState *s) noexcept nogil:
     return min(s.deadline - now, FAR_DEADLINE_TICKS) if now < s.deadline else 0
 
 
-cdef inline uint64_t outside_wasm(SamplerState *s, uint64_t ticks, uint64_t step, int64_t checked_ns,
-                                  int64_t cpu_now, int64_t *stretch_ns, int64_t *on_cpu_ns) noexcept nogil:
-    """For a sample now due (before it is taken): if the guest comes back from outside wasm, the intervals the
-    sample stands for (>= 1), with the time from the tick that made it due to this check and how much of it
-    the guest's thread ran on a CPU; 0 if it was in wasm.
+cdef inline bint outside_wasm(SamplerState *s, uint64_t ticks, uint64_t step, int64_t checked_ns,
+                              int64_t cpu_now, OutsideStretch *stretch) noexcept nogil:
+    """For a sample now due (before it is taken): whether the guest comes back from outside wasm, and if so
+    `stretch` (all but its anchor): the time from the tick that made it due to this check, how much of it the
+    guest's thread ran on a CPU, and the intervals it stands for, in all and on a CPU.
 
     In wasm, an epoch check comes at every loop header and function entry: a tick is seen within microseconds
     of the guest's CPU time. A check later than OUTSIDE_MIN_NS after the tick that made it due came after
@@ -114,12 +116,17 @@ cdef inline uint64_t outside_wasm(SamplerState *s, uint64_t ticks, uint64_t step
       it from below), less SWITCH_IN_NS per preemption since the last sample;
     - or the thread waited (its voluntary context switches rose since the last sample: I/O, a lock, a sleep);
     - or it was only descheduled (in wasm or not: nothing tells): counted as wasm, as before.
+    A stretch stands for every interval since it was due, split by its CPU time into on and off a CPU, if it
+    waited or ran at least OUTSIDE_SURE_NS on a CPU; else for its CPU time only (one sample, mostly): a rare
+    pure-wasm guest wrongly seen outside after a preemption (its CPU clock charged for more than SWITCH_IN_NS)
+    then weighs one sample, not the milliseconds it waited for its CPU.
     Time not in a wasm call we saw begin (between calls) is never the guest's, nor a wrapped host call's
     (_core_sampler's host_exit counts that). The guest's thread, lock held, no GIL.
     """
     cdef Subscription *sub = s.subscription
     cdef uint64_t due = s.last_sample_ticks + step
-    cdef int64_t due_ns, cpu_at_due, stretch, on_cpu
+    cdef int64_t due_ns, cpu_at_due, stretch_length, on_cpu, interval_ns
+    cdef uint64_t missed = (ticks - s.last_sample_ticks) // step  # the tick it was due at, and each one since
     cdef long waits, preemptions
     if s.host_depth > 0 or gp_wasm_depth == 0:
         return 0
@@ -138,27 +145,32 @@ cdef inline uint64_t outside_wasm(SamplerState *s, uint64_t ticks, uint64_t step
         due_ns = s.last_wall_ns + <int64_t>step * gp_load_i64(&sub.clock.interval_ns)  # long written over
     if due_ns <= gp_wasm_entered_ns:
         return 0  # the tick came before this call: its entry's epoch check took the sample
-    stretch = checked_ns - due_ns
-    if stretch <= outside_min_ns:
-        return 0
+    stretch_length = checked_ns - due_ns
+    if stretch_length <= outside_min_ns:
+        return False
     if cpu_at_due >= 0:
         on_cpu = cpu_now - cpu_at_due
     else:
-        on_cpu = stretch - ((checked_ns - s.last_wall_ns) - (cpu_now - s.last_cpu_ns))
+        on_cpu = stretch_length - ((checked_ns - s.last_wall_ns) - (cpu_now - s.last_cpu_ns))
     if s.last_waits < 0 or not thread_switches(&waits, &preemptions):
-        return 0
+        return False
     # Being switched back in costs the thread CPU time that its own clock counts (on a VM, about 20 us):
     # what a preempted guest spent getting its CPU back is no host code.
-    on_cpu = min(max(on_cpu - (preemptions - s.last_preemptions) * SWITCH_IN_NS, 0), stretch)
-    if on_cpu <= outside_min_ns and waits <= s.last_waits:
-        return 0
-    stretch_ns[0] = stretch
-    on_cpu_ns[0] = on_cpu
-    return (ticks - s.last_sample_ticks) // step  # the tick it was due at, and each one missed since
+    on_cpu = min(max(on_cpu - (preemptions - s.last_preemptions) * SWITCH_IN_NS, 0), stretch_length)
+    stretch.stretch_ns, stretch.on_cpu_ns = stretch_length, on_cpu
+    if waits > s.last_waits or on_cpu >= OUTSIDE_SURE_NS:
+        stretch.samples = max(1, missed)
+        stretch.on_cpu_samples = (stretch.samples * on_cpu + stretch_length // 2) // stretch_length
+        return True
+    if on_cpu <= outside_min_ns:
+        return False
+    interval_ns = <int64_t>step * gp_load_i64(&sub.clock.interval_ns)
+    stretch.samples = min(max(1, missed), max(1, (on_cpu + interval_ns // 2) // interval_ns))
+    stretch.on_cpu_samples = stretch.samples
+    return True
 
 
-cdef inline void note_outside(SamplerState *s, uint64_t anchor, uint64_t samples, int64_t stretch_ns,
-                              int64_t on_cpu_ns) noexcept nogil:
+cdef inline void note_outside(SamplerState *s, OutsideStretch stretch) noexcept nogil:
     """Keep a late sample's stretch outside wasm for finish() (lock held). Without memory for it, the sample
     stays an ordinary one: the count invariant holds either way."""
     cdef OutsideStretch *grown
@@ -169,9 +181,9 @@ cdef inline void note_outside(SamplerState *s, uint64_t anchor, uint64_t samples
         if grown == NULL:
             return
         s.outside, s.outside_cap = grown, capacity
-    s.outside[s.outside_len] = OutsideStretch(anchor, samples, stretch_ns, on_cpu_ns)
+    s.outside[s.outside_len] = stretch
     s.outside_len += 1
-    s.host_extra += <int64_t>samples - 1
+    s.host_extra += <int64_t>stretch.samples - 1
 
 
 cdef inline uint64_t next_check_when_idle(SamplerState *s) noexcept nogil:
@@ -199,9 +211,10 @@ cdef wasmtime_error_t *on_epoch_deadline(
     """
     cdef SamplerState *s = <SamplerState *>data
     cdef int64_t checked_ns = monotonic_ns()
-    cdef int64_t stretch_ns = 0, on_cpu_ns = 0, cpu_now
-    cdef bint interrupt, timed_out, deadline_reached
-    cdef uint64_t ticks, step, since, delta, left, anchor, outside
+    cdef int64_t cpu_now
+    cdef OutsideStretch stretch
+    cdef bint interrupt, timed_out, deadline_reached, outside
+    cdef uint64_t ticks, step, since, delta, left
     pthread_mutex_lock(&s.lock)
     s.callbacks += 1
     delta = next_check_when_idle(s)
@@ -211,11 +224,11 @@ cdef wasmtime_error_t *on_epoch_deadline(
         since = ticks - s.last_sample_ticks if ticks >= s.last_sample_ticks else 0
         if since >= step:
             cpu_now = thread_cpu_ns()
-            outside = outside_wasm(s, ticks, step, checked_ns, cpu_now, &stretch_ns, &on_cpu_ns)
-            anchor = s.samples
+            outside = outside_wasm(s, ticks, step, checked_ns, cpu_now, &stretch)
+            stretch.anchor = s.samples
             take_sample(s, checked_ns, cpu_now)
             if outside:
-                note_outside(s, anchor, outside, stretch_ns, on_cpu_ns)
+                note_outside(s, stretch)
             # Inside a host call, wasm checks its epoch as soon as it is called back into: the whole
             # intervals before that were the host function's.
             elif 0 < s.host_depth <= HOST_DEPTH_MAX and since >= 2 * step:

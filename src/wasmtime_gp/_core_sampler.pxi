@@ -420,8 +420,8 @@ cdef class Sampler:
         return taken
 
     cdef list take_outside(self, uint64_t before):
-        """Remove and return, as (anchor, samples, stretch ns, on-CPU ns), the stretches outside wasm whose
-        sample has an index below `before` (the callback appends them in index order)."""
+        """Remove and return, as (anchor, samples, on-CPU samples, stretch ns, on-CPU ns), the stretches
+        outside wasm whose sample has an index below `before` (the callback appends them in index order)."""
         cdef SamplerState *s = self.state
         cdef size_t taken = 0, i
         cdef OutsideStretch stretch
@@ -431,7 +431,8 @@ cdef class Sampler:
             taken += 1
         for i in range(taken):
             stretch = s.outside[i]
-            out.append((stretch.anchor, stretch.samples, stretch.stretch_ns, stretch.on_cpu_ns))
+            out.append((stretch.anchor, stretch.samples, stretch.on_cpu_samples, stretch.stretch_ns,
+                        stretch.on_cpu_ns))
         memmove(s.outside, s.outside + taken, (s.outside_len - taken) * sizeof(OutsideStretch))
         s.outside_len -= taken
         pthread_mutex_unlock(&s.lock)

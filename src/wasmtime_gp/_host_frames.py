@@ -11,9 +11,8 @@ only to know its depth; that sample is removed again and its CPU time given to t
 
 Time outside wasm that no one wrapped (WASI, any native host function) is seen by the epoch callback
 (_core_hot_path's `outside_wasm`): a sample taken late, when the guest came back. Its stack is the one wasm
-had then; here it gets an `[outside wasm]` frame on top, and under it `[on CPU]` or `[off CPU]`, as many
-samples as intervals it stood for, split between the two by the thread's CPU time over the stretch, and an
-interval marker.
+had then; here it gets an `[outside wasm]` frame on top, and under it `[on CPU]` or `[off CPU]`: as many
+samples as the callback said it stands for, as many of them on a CPU as it said, and an interval marker.
 """
 
 from __future__ import annotations
@@ -79,10 +78,9 @@ def splice(
     for index, pairs in inserts.items():
         stacks[index] = table.intern(_with_inserts(original[index], pairs))
     extra = [(time, stacks[source], share) for time, source, share in copies]
-    for index, (count, stretch_ns, on_cpu_ns) in stretches.items():
+    for index, (count, on, stretch_ns, on_cpu_ns) in stretches.items():
         # The last `on` of its samples ran on a CPU (a blocking read waits, then copies), the rest did not.
         outside_stack = table.intern([table.outside_frame(OUTSIDE_WASM)], stacks[index])
-        on = round(count * on_cpu_ns / stretch_ns) if stretch_ns > 0 else count
         leaves = [table.intern([table.outside_frame(ON_CPU if k < on else OFF_CPU)], outside_stack)
                   for k in range(count)]  # fmt: skip
         end, stretch = times[index], stretch_ns / 1e6
