@@ -156,8 +156,10 @@ def worker(scenario: str, keep_all: bool) -> dict[str, object]:
 
 def run_worker(scenario: str, keep_all: bool) -> dict[str, object]:
     command = [sys.executable, __file__, "--worker", scenario] + (["--keep-all"] if keep_all else [])
-    out = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True).stdout
-    result: dict[str, object] = json.loads(out.splitlines()[-1])
+    worker_run = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    if worker_run.returncode != 0:
+        raise SystemExit(f"{scenario} failed:\n{worker_run.stderr[-3000:]}")
+    result: dict[str, object] = json.loads(worker_run.stdout.splitlines()[-1])
     return result
 
 
