@@ -12,12 +12,17 @@ The `.wasmtime.addrmap` section of `Module.serialize()`'s ELF artifact, in two e
 Both little-endian. An entry covers the code from its text offset up to the next entry's; a wasm
 offset of u32::MAX means "no position". Text offsets are relative to the artifact's `.text`, as are
 the frame addresses in Wasmtime's guest profiles.
+
+A block is decoded when a lookup first falls in it (decoding all of SQLite's 210,000 entries takes a
+tenth of a second); what can be checked without decoding is each block's first position.
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
 import struct
+from collections.abc import Callable, Iterator
 
 from wasmtime_gp._symbols.artifact import MalformedArtifact, read_sleb, read_uleb
 
@@ -28,19 +33,36 @@ NO_POSITION = 0xFFFF_FFFF
 
 
 class AddressMap:
-    """Text offset -> wasm file offset for one compiled module."""
+    """Text offset -> wasm file offset for one compiled module, a block of entries decoded when first needed."""
 
-    def __init__(self, text_offsets: list[int], wasm_offsets: list[int]) -> None:
-        if any(b < a for a, b in zip(text_offsets, text_offsets[1:])):
+    def __init__(
+        self,
+        block_starts: list[int],
+        read_block: Callable[[int], tuple[list[int], list[int]]],
+        spot_positions: list[int],
+    ) -> None:
+        if any(b < a for a, b in zip(block_starts, block_starts[1:])):
             raise MalformedArtifact("the address map's text offsets are not in order")
-        self.text_offsets = text_offsets
-        self.wasm_offsets = wasm_offsets
+        self._starts = block_starts  # each block's first text offset
+        self._read_block = read_block
+        self._blocks: dict[int, tuple[list[int], list[int]]] = {}
+        self.spot_positions = (
+            spot_positions  # wasm offsets known without decoding the blocks: to check the file
+        )
 
     def wasm_offset(self, text_offset: int) -> int | None:
-        index = bisect.bisect_right(self.text_offsets, text_offset) - 1
-        if index < 0:
+        """Raises MalformedArtifact if the block it needs is malformed."""
+        block = bisect.bisect_right(self._starts, text_offset) - 1
+        if block < 0:
             return None
-        position = self.wasm_offsets[index]
+        if block not in self._blocks:
+            text, wasm = self._read_block(block)
+            following = self._starts[block + 1] if block + 1 < len(self._starts) else None
+            if any(b < a for a, b in zip(text, text[1:])) or (following is not None and text[-1] > following):
+                raise MalformedArtifact("the address map's text offsets are not in order")
+            self._blocks[block] = text, wasm
+        text, wasm = self._blocks[block]
+        position = wasm[bisect.bisect_right(text, text_offset) - 1]
         return None if position == NO_POSITION else position
 
 
@@ -59,7 +81,8 @@ def _parse_arrays(section: bytes) -> AddressMap:
         wasm = list(struct.unpack_from(f"<{count}I", section, 4 + 4 * count))
     except struct.error as exc:
         raise MalformedArtifact(str(exc)) from None
-    return AddressMap(text, wasm)
+    positions = [position for position in wasm if position != NO_POSITION]
+    return AddressMap(text[:1], lambda _: (text, wasm), positions)
 
 
 def _parse_blocks(section: bytes) -> AddressMap:
@@ -71,22 +94,43 @@ def _parse_blocks(section: bytes) -> AddressMap:
     if blocks != -(-entries // BLOCK_SIZE):
         raise MalformedArtifact("the address map's block count does not match its entries")
     bodies = section[8 + 8 * blocks :]
-    text: list[int] = []
-    wasm: list[int] = []
-    for block, (first_offset, body) in enumerate(index):
+
+    def block_entries(block: int) -> Iterator[tuple[int, int]]:
+        first_offset, body = index[block]
         pos, offset, previous = body, first_offset, None
         for _ in range(min(BLOCK_SIZE, entries - block * BLOCK_SIZE)):
-            token, pos = read_uleb(bodies, pos)
+            token = bodies[pos] if pos < len(bodies) else 0x80  # one byte, nearly always
+            if token < 0x80:
+                pos += 1
+            else:
+                token, pos = read_uleb(bodies, pos)
             offset += token >> 1
             if token & 1:
                 position = NO_POSITION
             elif previous is None:
                 position, pos = read_uleb(bodies, pos)
             else:
-                delta, pos = read_sleb(bodies, pos)
+                delta = bodies[pos] if pos < len(bodies) else 0x80
+                if delta < 0x80:
+                    pos += 1
+                    delta = delta - 0x80 if delta & 0x40 else delta
+                else:
+                    delta, pos = read_sleb(bodies, pos)
                 position = previous + delta
             if position != NO_POSITION:
                 previous = position
-            text.append(offset)
-            wasm.append(position)
-    return AddressMap(text, wasm)
+            yield offset, position
+
+    def read_block(block: int) -> tuple[list[int], list[int]]:
+        decoded = list(block_entries(block))
+        return [entry[0] for entry in decoded], [entry[1] for entry in decoded]
+
+    starts: list[int] = []
+    spots: list[int] = []
+    for block in range(blocks):
+        decoding = block_entries(block)
+        start, position = next(decoding)
+        starts.append(start)
+        positions = itertools.chain((position,), (p for _, p in decoding))
+        spots.extend(itertools.islice((p for p in positions if p != NO_POSITION), 1))  # the block's first
+    return AddressMap(starts, read_block, spots)

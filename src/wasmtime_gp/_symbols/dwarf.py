@@ -1,22 +1,35 @@
 """DWARF of a `.wasm` file (its `.debug_*` custom sections): code offset -> source file, line, column, inlining.
 
-DWARF addresses in wasm are offsets from the start of the Code section's payload. pyelftools reads
-the sections from memory; this module only finds them in the wasm binary and indexes what it reads.
+DWARF addresses in wasm are offsets from the start of the Code section's payload. Only what looked-up
+offsets need is decoded, when first needed, and kept for later lookups (a ContinuousProfiler's next
+rotations): at first, the units' headers and abbreviations (`debug_info.py`) and where each sequence
+of the line programs starts (`line_program.py`); then per offset, the sequence it falls in, its
+unit's functions and file names (pyelftools reads the line program's header), and the calls inlined
+into its function.
+
+An offset is looked up in the sequence that starts last at or before it, and in the functions of
+that sequence's unit: as reading every row and function into one table would find, since sequences
+(one per function's code in wasm) and functions do not overlap; dead functions' are moved out of
+the way, to the linker's tombstone address.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import inspect
 import io
 import posixpath
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple, TypeVar
 
 from elftools.dwarf.dwarfinfo import DebugSectionDescriptor, DwarfConfig, DWARFInfo
 
+from wasmtime_gp._symbols import debug_info, line_program
 from wasmtime_gp._symbols.artifact import MalformedArtifact, read_uleb
+from wasmtime_gp._symbols.debug_info import Die, Unit
 
 CODE_SECTION = 10
 CUSTOM_SECTION = 0
@@ -75,6 +88,15 @@ def _dwarf_info(sections: dict[str, bytes]) -> DWARFInfo:
     )
 
 
+_WALKED = frozenset(("DW_TAG_subprogram", "DW_TAG_inlined_subroutine", "DW_TAG_lexical_block"))
+_READ = frozenset((  # the attributes read here
+    "DW_AT_low_pc", "DW_AT_high_pc", "DW_AT_ranges", "DW_AT_abstract_origin", "DW_AT_specification", "DW_AT_name",
+    "DW_AT_decl_file", "DW_AT_decl_line", "DW_AT_decl_column", "DW_AT_call_file", "DW_AT_call_line",
+    "DW_AT_call_column",
+))  # fmt: skip
+_T = TypeVar("_T")
+
+
 class _Inline(NamedTuple):
     low: int
     high: int
@@ -84,120 +106,93 @@ class _Inline(NamedTuple):
     declared: SourceLine | None
 
 
+class _Function(NamedTuple):
+    low: int
+    high: int
+    offset: int  # of its DIE
+    outermost: int  # the DIE under the unit's that holds it: what is read for the calls inlined into it
+
+
+class _Functions(NamedTuple):
+    """A unit's functions, by address."""
+
+    lows: list[int]
+    functions: list[_Function]
+
+
+class _Rows(NamedTuple):
+    """The rows of the sequences that start at one address, by address."""
+
+    addresses: list[int]
+    rows: list[tuple[str | None, int, int, int]]  # file (None: the end of a sequence), line, column, unit
+
+
 class ModuleDwarf:
-    """The line table and inlined calls of one module, indexed by code offset."""
+    """The line table and inlined calls of one module, decoded as lookups need them."""
 
     def __init__(self, wasm: bytes) -> None:
         self.code, custom = wasm_sections(wasm)
         self.code_start = self.code.start
         if ".debug_info" not in custom or ".debug_line" not in custom:
             raise LookupError("the module has no DWARF (compile with -g, and do not strip it)")
-        try:
-            info = _dwarf_info(custom)
-            self._rows: list[tuple[int, SourceLine | None]] = []
-            self._inlines: list[_Inline] = []
-            self._functions: list[tuple[int, int, SourceLine | None]] = []
-            for cu in info.iter_CUs():
-                files = self._read_lines(info, cu)
-                self._read_functions(cu, files)
-        except Exception as exc:  # noqa: BLE001 (pyelftools raises all kinds on malformed DWARF, asserts included)
-            raise MalformedArtifact(f"unreadable DWARF: {exc}") from None
-        self._rows.sort(key=lambda row: row[0])
-        self._row_addresses = [row[0] for row in self._rows]
-        self._inlines.sort(key=lambda inline: (inline.low, inline.depth))
-        self._inline_lows = [inline.low for inline in self._inlines]
-        self._functions.sort(key=lambda function: function[0])
-        self._function_lows = [function[0] for function in self._functions]
-
-    def _read_lines(self, info: DWARFInfo, cu: Any) -> list[str]:
-        program = info.line_program_for_CU(cu)
-        if program is None:
-            return []
-        header = program.header
-        directories = [_text(d) for d in header["include_directory"]]
-        comp_dir = (
-            _text(cu.get_top_DIE().attributes["DW_AT_comp_dir"].value)
-            if "DW_AT_comp_dir" in (cu.get_top_DIE().attributes)
-            else ""
-        )
-        version = header["version"]
-        files = []
-        for entry in header["file_entry"]:
-            directory_index = entry.dir_index if version >= 5 else entry.dir_index - 1
-            directory = directories[directory_index] if 0 <= directory_index < len(directories) else ""
-            if version < 5 and entry.dir_index == 0:
-                directory = comp_dir
-            files.append(posixpath.normpath(posixpath.join(comp_dir, directory, _text(entry.name))))
-        first_file = 0 if version >= 5 else 1
-        for entry in program.get_entries():
-            state = entry.state
-            if state is None:
-                continue
-            if state.end_sequence:
-                self._rows.append((state.address, None))
-                continue
-            index = state.file - first_file
-            if 0 <= index < len(files) and state.line > 0:
-                self._rows.append((state.address, SourceLine(files[index], state.line, state.column)))
-        return files
-
-    def _read_functions(self, cu: Any, files: list[str]) -> None:
-        version = cu["version"]
-        first_file = 0 if version >= 5 else 1
-
-        def place(
-            die: Any, file_attribute: str, line_attribute: str, column_attribute: str
-        ) -> SourceLine | None:
-            attributes = die.attributes
-            if file_attribute not in attributes or line_attribute not in attributes:
-                return None
-            index = attributes[file_attribute].value - first_file
-            if not 0 <= index < len(files):
-                return None
-            column = attributes[column_attribute].value if column_attribute in attributes else 0
-            return SourceLine(files[index], attributes[line_attribute].value, column)
-
-        def declared(die: Any) -> SourceLine | None:
-            for origin in _origins(die):
-                found = place(origin, "DW_AT_decl_file", "DW_AT_decl_line", "DW_AT_decl_column")
-                if found is not None:
-                    return found
-            return None
-
-        def walk(die: Any, depth: int) -> None:
-            for child in die.iter_children():
-                if child.tag == "DW_TAG_subprogram":
-                    for low, high in _ranges(child, cu):
-                        self._functions.append((low, high, declared(child)))
-                    walk(child, 0)
-                elif child.tag == "DW_TAG_inlined_subroutine":
-                    call = place(child, "DW_AT_call_file", "DW_AT_call_line", "DW_AT_call_column")
-                    name = _name(child)
-                    if call is not None and name is not None:
-                        for low, high in _ranges(child, cu):
-                            self._inlines.append(_Inline(low, high, depth, name, call, declared(child)))
-                    walk(child, depth + 1)
-                elif child.tag == "DW_TAG_lexical_block":
-                    walk(child, depth)
-
-        walk(cu.get_top_DIE(), 0)
+        self._custom = custom
+        self._line_section = custom[".debug_line"]
+        self._lock = threading.Lock()  # profilers of one .wasm share this; decoding is done once
+        self._files: dict[int, list[str]] = {}  # by unit
+        self._functions: dict[int, _Functions] = {}  # by unit
+        self._rows: dict[int, _Rows] = {}  # by the index of the first sequence starting there
+        self._inlines: dict[int, tuple[list[int], list[_Inline]]] = {}  # by outermost DIE: lows, inlines
+        self._dies: dict[int, Die] = {}
+        self._programs: dict[int, tuple[Any, Any]] = {}
+        self._pyelftools = _dwarf_info(custom)
+        self._described: dict[tuple[int, int], tuple[str | None, SourceLine | None]] = {}
+        sequences: list[tuple[int, int, int, line_program.Header, line_program.Sequence]] = []
+        with _unreadable_as_malformed():
+            sections = debug_info.Sections(
+                *(custom.get("." + name, b"") for name in debug_info.Sections._fields)
+            )
+            self._units = debug_info.units(sections)
+            self._unit_offsets = [unit.offset for unit in self._units]
+            self._headers: dict[int, line_program.Header] = {}
+            for index, unit in enumerate(self._units):
+                stmt_list = unit.top.attributes.get("DW_AT_stmt_list")
+                if stmt_list is None:
+                    continue
+                header = line_program.read_header(self._line_section, stmt_list.value, unit.address_size)
+                self._headers[index] = header
+                for order, sequence in enumerate(line_program.skim(self._line_section, header)):
+                    sequences.append((sequence.start, index, order, header, sequence))
+        sequences.sort(
+            key=lambda entry: entry[:3]
+        )  # rows at one address in the order a full reading adds them
+        self._sequence_starts = [entry[0] for entry in sequences]
+        self._sequences = [(entry[1], entry[3], entry[4]) for entry in sequences]
 
     @property
-    def function_count(self) -> int:
-        """Functions with code that the DWARF describes."""
-        return len(self._functions)
+    def units_decoded(self) -> tuple[int, int]:
+        """(units whose functions were read, units)."""
+        return len(self._functions), len(self._units)
 
-    def line(self, code_offset: int) -> SourceLine | None:
-        index = bisect.bisect_right(self._row_addresses, code_offset) - 1
-        return self._rows[index][1] if index >= 0 else None
+    @property
+    def sequences_decoded(self) -> tuple[int, int]:
+        """(sequences decoded, sequences)."""
+        return sum(len(self._group(first)) for first in self._rows), len(self._sequences)
 
     def frames(self, code_offset: int) -> list[SourceFrame]:
-        """The source frames at `code_offset`, outermost first; empty where DWARF says nothing."""
-        line = self.line(code_offset)
-        if line is None:
-            return []
-        chain = self._inline_chain(code_offset)
-        function_line = self._function_line(code_offset)
+        """The source frames at `code_offset`, outermost first; empty where DWARF says nothing.
+
+        Raises MalformedArtifact if what it needs to decode is unreadable.
+        """
+        with self._lock, _unreadable_as_malformed():
+            found = self._line(code_offset)
+            if found is None:
+                return []
+            line, unit = found
+            function = self._function(unit, code_offset)
+            if function is None:
+                return [SourceFrame(None, line, None)]
+            function_line = self._describe(unit, function.offset)[1]
+            chain = self._inline_chain(unit, function, code_offset)
         if not chain:
             return [SourceFrame(None, line, function_line)]
         # Each level runs at the line where it called the next; the innermost at the line table's line.
@@ -207,78 +202,286 @@ class ModuleDwarf:
         frames.append(SourceFrame(chain[-1].function, line, chain[-1].declared))
         return frames
 
-    def _function(self, code_offset: int) -> tuple[int, int, SourceLine | None] | None:
-        index = bisect.bisect_right(self._function_lows, code_offset) - 1
-        if index >= 0 and code_offset < self._functions[index][1]:
-            return self._functions[index]
+    # Lines: the sequences that start last at or before an offset.
+
+    def _line(self, code_offset: int) -> tuple[SourceLine, int] | None:
+        last = bisect.bisect_right(self._sequence_starts, code_offset) - 1
+        if last < 0:
+            return None
+        first = bisect.bisect_left(self._sequence_starts, self._sequence_starts[last])
+        rows = _cached(self._rows, first, lambda: self._decode_rows(first))
+        index = bisect.bisect_right(rows.addresses, code_offset) - 1
+        if index < 0:
+            return None  # rows start after it: the previous sequence has ended there
+        file, line, column, unit = rows.rows[index]
+        return (SourceLine(file, line, column), unit) if file is not None else None
+
+    def _group(self, first: int) -> range:
+        end = bisect.bisect_right(self._sequence_starts, self._sequence_starts[first])
+        return range(first, end)
+
+    def _decode_rows(self, first: int) -> _Rows:
+        rows: list[tuple[int, str | None, int, int, int]] = []
+        for index in self._group(first):
+            unit, header, sequence = self._sequences[index]
+            files = self._unit_files(unit)
+            first_file = 0 if self._line_version(unit) >= 5 else 1
+            for address, file, line, column in line_program.decode(
+                self._line_section, header, sequence.begin, sequence.end
+            ):
+                if file == line_program.END_OF_SEQUENCE:
+                    rows.append((address, None, 0, 0, unit))
+                elif 0 <= file - first_file < len(files) and line > 0:
+                    rows.append((address, files[file - first_file], line, column, unit))
+        rows.sort(key=lambda row: row[0])
+        return _Rows([row[0] for row in rows], [row[1:] for row in rows])
+
+    def _line_version(self, unit: int) -> int:
+        return self._pyelftools_unit(unit)[1].header["version"]  # type: ignore[no-any-return]
+
+    def _pyelftools_unit(self, unit: int) -> tuple[Any, Any]:
+        """pyelftools' unit and line program: the program's header names the files."""
+
+        def read() -> tuple[Any, Any]:
+            cu = self._pyelftools.get_CU_at(self._units[unit].offset)
+            return cu, self._pyelftools.line_program_for_CU(cu)
+
+        return _cached(self._programs, unit, read)
+
+    def _unit_files(self, unit: int) -> list[str]:
+        return _cached(self._files, unit, lambda: self._read_files(unit))
+
+    def _read_files(self, index: int) -> list[str]:
+        if index not in self._headers:
+            return []
+        cu, program = self._pyelftools_unit(index)
+        if program.program_start_offset != self._headers[index].program_start:
+            raise MalformedArtifact("a line program header's length does not match its contents")
+        header = program.header
+        directories = [_text(d) for d in header["include_directory"]]
+        top = cu.get_top_DIE().attributes
+        comp_dir = _text(top["DW_AT_comp_dir"].value) if "DW_AT_comp_dir" in top else ""
+        version = header["version"]
+        files = []
+        for entry in header["file_entry"]:
+            directory_index = entry.dir_index if version >= 5 else entry.dir_index - 1
+            directory = directories[directory_index] if 0 <= directory_index < len(directories) else ""
+            if version < 5 and entry.dir_index == 0:
+                directory = comp_dir
+            files.append(posixpath.normpath(posixpath.join(comp_dir, directory, _text(entry.name))))
+        return files
+
+    # Functions: a unit's, read once for all (only their ranges), and described when looked up.
+
+    def _function(self, unit: int, code_offset: int) -> _Function | None:
+        functions = _cached(self._functions, unit, lambda: self._read_functions(unit))
+        index = bisect.bisect_right(functions.lows, code_offset) - 1
+        if index >= 0 and code_offset < functions.functions[index].high:
+            return functions.functions[index]
         return None
 
-    def _inline_chain(self, code_offset: int) -> list[_Inline]:
-        function = self._function(code_offset)
-        if function is None:
-            return []
+    def _read_functions(self, index: int) -> _Functions:
+        """Every function of the unit with its ranges, in the order of its DIEs, skipping everything else."""
+        unit = self._units[index]
+        data = unit.sections.debug_info
+        found: list[_Function] = []
+        pos = unit.top.end
+        stack = [(True, 0)] if unit.top.has_children else []  # per open list of children: walked?, outermost
+        while stack and pos < unit.end:
+            abbreviation, attributes_at = unit.abbreviation(data, pos)
+            if abbreviation is None:
+                stack.pop()
+                pos = attributes_at
+                continue
+            walked, outermost = stack[-1]
+            if walked and abbreviation.tag in _WALKED:
+                outermost = outermost or pos
+                if abbreviation.tag == "DW_TAG_subprogram":
+                    die = unit.read(pos, _READ)
+                    found.extend(
+                        _Function(low, high, pos, outermost) for low, high in self._ranges(unit, die)
+                    )
+                    pos = die.end
+                else:
+                    pos = unit.skip(abbreviation, attributes_at)
+            else:
+                walked = False
+                pos = unit.skip(abbreviation, attributes_at)
+            if abbreviation.has_children:
+                stack.append((walked, outermost))
+        found.sort(key=lambda function: function.low)
+        return _Functions([function.low for function in found], found)
+
+    # Inlined calls: read per outermost DIE, for the functions looked up.
+
+    def _inline_chain(self, unit: int, function: _Function, code_offset: int) -> list[_Inline]:
+        lows, inlines = _cached(self._inlines, function.outermost, lambda: self._read_inlines(unit, function))
         # Inlined calls lie within their function: only those starting between it and the offset can cover it.
-        first = bisect.bisect_left(self._inline_lows, function[0])
-        end = bisect.bisect_right(self._inline_lows, code_offset)
-        covering = [inline for inline in self._inlines[first:end] if code_offset < inline.high]
+        first = bisect.bisect_left(lows, function.low)
+        end = bisect.bisect_right(lows, code_offset)
+        covering = [inline for inline in inlines[first:end] if code_offset < inline.high]
         chain: list[_Inline] = []
         for inline in sorted(covering, key=lambda inline: inline.depth):
             if inline.depth == len(chain):
                 chain.append(inline)
         return chain
 
-    def _function_line(self, code_offset: int) -> SourceLine | None:
-        function = self._function(code_offset)
-        return function[2] if function is not None else None
+    def _read_inlines(self, index: int, function: _Function) -> tuple[list[int], list[_Inline]]:
+        """The calls inlined under the outermost DIE of `function`, at their depths, in the order of their DIEs."""
+        unit = self._units[index]
+        data = unit.sections.debug_info
+        found: list[_Inline] = []
+        outermost = unit.read(function.outermost, _READ)
+        depth = 0
+        if outermost.tag == "DW_TAG_inlined_subroutine":
+            self._add_inline(index, outermost, 0, found)
+            depth = 1
+        pos = outermost.end
+        stack = [(True, depth)] if outermost.has_children else []  # per open list of children: walked?, depth
+        while stack and pos < unit.end:
+            abbreviation, attributes_at = unit.abbreviation(data, pos)
+            if abbreviation is None:
+                stack.pop()
+                pos = attributes_at
+                continue
+            walked, depth = stack[-1]
+            if walked and abbreviation.tag == "DW_TAG_inlined_subroutine":
+                die = unit.read(pos, _READ)
+                self._add_inline(index, die, depth, found)
+                depth += 1
+                pos = die.end
+            elif walked and abbreviation.tag in _WALKED:
+                depth = 0 if abbreviation.tag == "DW_TAG_subprogram" else depth
+                pos = unit.skip(abbreviation, attributes_at)
+            else:
+                walked = False
+                pos = unit.skip(abbreviation, attributes_at)
+            if abbreviation.has_children:
+                stack.append((walked, depth))
+        found.sort(key=lambda inline: (inline.low, inline.depth))
+        return [inline.low for inline in found], found
+
+    def _add_inline(self, unit: int, die: Die, depth: int, found: list[_Inline]) -> None:
+        call = self._place(unit, die, "DW_AT_call_file", "DW_AT_call_line", "DW_AT_call_column")
+        name, declared = self._describe(unit, die.offset)
+        if call is not None and name is not None:
+            found.extend(
+                _Inline(low, high, depth, name, call, declared)
+                for low, high in self._ranges(self._units[unit], die)
+            )
+
+    # DIEs and what they say.
+
+    def _die(self, offset: int) -> Die:
+        def read() -> Die:
+            unit = self._units[bisect.bisect_right(self._unit_offsets, offset) - 1]
+            return unit.read(offset, _READ)
+
+        return _cached(self._dies, offset, read)
+
+    def _origins(self, die: Die) -> Iterator[Die]:
+        """A DIE, then those it refers to for the rest of its description (abstract_origin, specification)."""
+        for _ in range(4):  # such chains are short
+            yield die
+            for link in ("DW_AT_abstract_origin", "DW_AT_specification"):
+                if link in die.attributes:
+                    attribute = die.attributes[link]
+                    if attribute.form not in debug_info.REFERENCE_FORMS:
+                        raise MalformedArtifact(f"{link} in form {attribute.form} is not followed")
+                    die = self._die(attribute.value)
+                    break
+            else:
+                return
+
+    def _describe(self, unit: int, offset: int) -> tuple[str | None, SourceLine | None]:
+        """The name of the function a DIE stands for, and where it is declared (in the unit's files)."""
+
+        def read() -> tuple[str | None, SourceLine | None]:
+            name = declared = None
+            for origin in self._origins(self._die(offset)):
+                if name is None and "DW_AT_name" in origin.attributes:
+                    name = _text(origin.attributes["DW_AT_name"].value)
+                if declared is None:
+                    declared = self._place(
+                        unit, origin, "DW_AT_decl_file", "DW_AT_decl_line", "DW_AT_decl_column"
+                    )
+            return name, declared
+
+        return _cached(self._described, (unit, offset), read)
+
+    def _place(
+        self, unit: int, die: Die, file_attribute: str, line_attribute: str, column_attribute: str
+    ) -> SourceLine | None:
+        attributes = die.attributes
+        if file_attribute not in attributes or line_attribute not in attributes:
+            return None
+        files = self._unit_files(unit)
+        index = attributes[file_attribute].value - (0 if self._units[unit].version >= 5 else 1)
+        if not 0 <= index < len(files):
+            return None
+        column = attributes[column_attribute].value if column_attribute in attributes else 0
+        return SourceLine(files[index], attributes[line_attribute].value, column)
+
+    def _ranges(self, unit: Unit, die: Die) -> list[tuple[int, int]]:
+        attributes = die.attributes
+        if "DW_AT_low_pc" in attributes and "DW_AT_high_pc" in attributes:
+            low = attributes["DW_AT_low_pc"].value
+            high = attributes["DW_AT_high_pc"]
+            # DWARF 4+: a high_pc of class constant is a length.
+            end = low + high.value if high.form in debug_info.LENGTH_FORMS else high.value
+            return [(low, end)] if low > 0 or end > 0 else []
+        if "DW_AT_ranges" not in attributes:
+            return []
+        base = unit.top.attributes.get("DW_AT_low_pc")
+        base_address = base.value if base is not None else 0
+        out = []
+        for kind, begin, finish, absolute in self._range_list(unit, attributes["DW_AT_ranges"].value):
+            if kind == "base":
+                base_address = begin
+                continue
+            if not absolute:
+                begin, finish = begin + base_address, finish + base_address
+            if finish > begin:
+                out.append((begin, finish))
+        return out
+
+    def _range_list(self, unit: Unit, offset: int) -> list[tuple[str, int, int, bool]]:
+        """The entries of a range list as pyelftools gives them: ("base", address, 0, _) or ("range", begin, end, absolute)."""
+        ranges, rnglists = ".debug_ranges" in self._custom, ".debug_rnglists" in self._custom
+        if ranges and not (rnglists and unit.version >= 5):
+            return [
+                (kind, a, b, False)
+                for kind, a, b in debug_info.read_ranges_v4(
+                    self._custom[".debug_ranges"], offset, unit.address_size
+                )
+            ]
+        if not rnglists:
+            return []
+        lists: Any = self._pyelftools.range_lists()  # .debug_rnglists is there
+        out = []
+        for entry in lists.get_range_list_at_offset(offset, cu=self._pyelftools.get_CU_at(unit.offset)):
+            if hasattr(entry, "begin_offset"):
+                out.append(
+                    ("range", entry.begin_offset, entry.end_offset, getattr(entry, "is_absolute", False))
+                )
+            elif hasattr(entry, "base_address"):
+                out.append(("base", entry.base_address, 0, False))
+        return out
+
+
+def _cached(cache: dict[Any, _T], key: Any, read: Callable[[], _T]) -> _T:
+    if key not in cache:
+        cache[key] = read()
+    return cache[key]
+
+
+@contextlib.contextmanager
+def _unreadable_as_malformed() -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 (pyelftools and truncated bytes raise all kinds, asserts included)
+        raise MalformedArtifact(f"unreadable DWARF: {exc}") from None
 
 
 def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def _origins(die: Any) -> Iterator[Any]:
-    """A DIE, then those it refers to for the rest of its description (abstract_origin, specification)."""
-    for _ in range(4):  # such chains are short
-        yield die
-        for link in ("DW_AT_abstract_origin", "DW_AT_specification"):
-            if link in die.attributes:
-                die = die.get_DIE_from_attribute(link)
-                break
-        else:
-            return
-
-
-def _name(die: Any) -> str | None:
-    for origin in _origins(die):
-        if "DW_AT_name" in origin.attributes:
-            return _text(origin.attributes["DW_AT_name"].value)
-    return None
-
-
-def _ranges(die: Any, cu: Any) -> list[tuple[int, int]]:
-    attributes = die.attributes
-    if "DW_AT_low_pc" in attributes and "DW_AT_high_pc" in attributes:
-        low = attributes["DW_AT_low_pc"].value
-        high = attributes["DW_AT_high_pc"]
-        # DWARF 4+: a high_pc of class constant is a length.
-        end = low + high.value if high.form.startswith("DW_FORM_data") else high.value
-        return [(low, end)] if low > 0 or end > 0 else []
-    if "DW_AT_ranges" in attributes:
-        dwarf = cu.dwarfinfo
-        base = cu.get_top_DIE().attributes.get("DW_AT_low_pc")
-        base_address = base.value if base is not None else 0
-        lists = dwarf.range_lists()
-        if lists is None:
-            return []
-        out = []
-        for entry in lists.get_range_list_at_offset(attributes["DW_AT_ranges"].value, cu=cu):
-            if hasattr(entry, "begin_offset"):
-                begin, finish = entry.begin_offset, entry.end_offset
-                if not getattr(entry, "is_absolute", False):
-                    begin, finish = begin + base_address, finish + base_address
-                if finish > begin:
-                    out.append((begin, finish))
-            elif hasattr(entry, "base_address"):
-                base_address = entry.base_address
-        return out
-    return []

@@ -42,11 +42,15 @@ class ModuleLines:
             raise LookupError(f"the address map of Wasmtime {wasmtime_major} has not been verified")
         self.addrmap = addrmap.parse(elf_section(artifact, ADDRMAP_SECTION), wasmtime_major)
         self.dwarf = dwarf
-        positions = [p for p in self.addrmap.wasm_offsets if p != addrmap.NO_POSITION]
+        positions = self.addrmap.spot_positions
         if positions and (min(positions) not in dwarf.code or max(positions) not in dwarf.code):
             raise LookupError("the .wasm file given is not the one this module was compiled from")
+        self.unreadable: str | None = (
+            None  # why, once a lookup found part of the address map or DWARF malformed
+        )
 
     def frames(self, text_offset: int) -> list[SourceFrame]:
+        """Raises MalformedArtifact if what the lookup needs is malformed."""
         wasm_offset = self.addrmap.wasm_offset(text_offset)
         if wasm_offset is None or wasm_offset < self.dwarf.code_start:
             return []
@@ -87,23 +91,13 @@ def add_source_lines(raw: dict[str, Any], modules: Mapping[str, ModuleLines]) ->
     """Fill in lines (and inline frames) for the frames of `modules` (by library name); return frames symbolised."""
     tables = _LineTables(raw)
     frame_table, func_table = tables.thread["frameTable"], tables.thread["funcTable"]
-    libs = [lib["name"] for lib in raw["libs"]]
-    resource_lib = tables.thread["resourceTable"]["lib"]
     inline_frames: dict[
         int, list[int]
     ] = {}  # frame -> the frames inlined into it at its address, outermost first
-    symbolised = 0
-    for frame in range(frame_table["length"]):
+    sources = _look_up(tables, [lib["name"] for lib in raw["libs"]], modules)
+    for frame, source in sources.items():
         address, func = frame_table["address"][frame], frame_table["func"][frame]
         resource = func_table["resource"][func]
-        lib = resource_lib[resource] if resource is not None and resource >= 0 else None
-        lines = modules.get(libs[lib]) if lib is not None else None
-        if lines is None or address is None or address <= 0 or frame_table["inlineDepth"][frame]:
-            continue
-        source = lines.frames(address - 1)  # a return address: look up the instruction before it
-        if not source:
-            continue
-        symbolised += 1
         outer = source[0]
         frame_table["line"][frame] = outer.line.line
         frame_table["column"][frame] = outer.line.column or None
@@ -128,7 +122,41 @@ def add_source_lines(raw: dict[str, Any], modules: Mapping[str, ModuleLines]) ->
             inline_frames[frame] = added
     if inline_frames:
         _expand_stacks(tables, inline_frames)
-    return symbolised
+    return len(sources)
+
+
+def _look_up(
+    tables: ThreadTables, libs: list[str], modules: Mapping[str, ModuleLines]
+) -> dict[int, list[SourceFrame]]:
+    """The source frames of every frame of `modules` that has some: all looked up before any is written, so
+    that a module found malformed on the way (said once) keeps all its frames function-level."""
+    frame_table, func_table = tables.thread["frameTable"], tables.thread["funcTable"]
+    resource_lib = tables.thread["resourceTable"]["lib"]
+    found: dict[int, tuple[list[SourceFrame], ModuleLines]] = {}
+    for frame in range(frame_table["length"]):
+        address, func = frame_table["address"][frame], frame_table["func"][frame]
+        resource = func_table["resource"][func]
+        if resource is None or resource < 0 or resource_lib[resource] is None:
+            continue
+        name = libs[resource_lib[resource]]
+        lines = modules.get(name)
+        if (
+            lines is None
+            or lines.unreadable
+            or address is None
+            or address <= 0
+            or frame_table["inlineDepth"][frame]
+        ):
+            continue
+        try:
+            source = lines.frames(address - 1)  # a return address: look up the instruction before it
+        except MalformedArtifact as exc:
+            lines.unreadable = str(exc)
+            _notice(name, lines.unreadable)
+            continue
+        if source:
+            found[frame] = source, lines
+    return {frame: source for frame, (source, lines) in found.items() if not lines.unreadable}
 
 
 def _expand_stacks(tables: ThreadTables, inline_frames: dict[int, list[int]]) -> None:

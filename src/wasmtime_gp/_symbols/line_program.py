@@ -1,0 +1,227 @@
+"""Line programs of `.debug_line`, decoded by hand, one sequence at a time.
+
+pyelftools decodes a whole program into an object per opcode (seconds for SQLite); here a regular
+expression steps over the opcodes at C speed to find the sequences (one per function in wasm: where
+it starts, which bytes hold it), and only the sequences a profile's addresses fall in are decoded,
+with pyelftools' arithmetic (`LineProgram._decode_line_program`). Its quirks are kept: an unknown
+standard opcode is an error (the header's opcode lengths are not used), `define_file` adds no file,
+and set_address reads an address of the unit's size whatever the instruction's length.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from typing import NamedTuple
+
+from wasmtime_gp._symbols.artifact import MalformedArtifact, read_sleb, read_uleb
+
+# Standard opcodes (DWARF 5, 6.2.5.2) and extended ones (6.2.5.3).
+COPY, ADVANCE_PC, ADVANCE_LINE, SET_FILE, SET_COLUMN, NEGATE_STMT, SET_BASIC_BLOCK = 1, 2, 3, 4, 5, 6, 7
+CONST_ADD_PC, FIXED_ADVANCE_PC, SET_PROLOGUE_END, SET_EPILOGUE_BEGIN, SET_ISA = 8, 9, 10, 11, 12
+END_SEQUENCE, SET_ADDRESS, DEFINE_FILE, SET_DISCRIMINATOR = 1, 2, 3, 4
+_OPERANDS = {  # the bytes after each standard opcode but copy, as a regular expression
+    ADVANCE_PC: rb"[\x80-\xff]*[\x00-\x7f]",
+    ADVANCE_LINE: rb"[\x80-\xff]*[\x00-\x7f]",
+    SET_FILE: rb"[\x80-\xff]*[\x00-\x7f]",
+    SET_COLUMN: rb"[\x80-\xff]*[\x00-\x7f]",
+    NEGATE_STMT: b"",
+    SET_BASIC_BLOCK: b"",
+    CONST_ADD_PC: b"",
+    FIXED_ADVANCE_PC: rb"[\x00-\xff]{2}",
+    SET_PROLOGUE_END: b"",
+    SET_EPILOGUE_BEGIN: b"",
+    SET_ISA: rb"[\x80-\xff]*[\x00-\x7f]",
+}
+END_OF_SEQUENCE = -1  # a row's file where the row ends a sequence: no line there
+
+Row = tuple[int, int, int, int]  # address, file (or END_OF_SEQUENCE), line, column
+
+
+class Header(NamedTuple):
+    """What decoding a line program's opcodes needs from its header."""
+
+    offset: int  # of the program's header in .debug_line
+    address_size: int
+    minimum_instruction_length: int
+    line_base: int
+    line_range: int
+    opcode_base: int
+    program_start: int  # where the opcodes start (after the header) and end, in .debug_line
+    program_end: int
+
+
+class Sequence(NamedTuple):
+    start: int  # the address its first row is at
+    begin: int  # its bytes in .debug_line
+    end: int
+
+
+def read_header(data: bytes, offset: int, address_size: int) -> Header:
+    """The header of the program at `offset`; `address_size` is its unit's (DWARF 5 headers repeat it)."""
+    try:
+        (unit_length,) = struct.unpack_from("<I", data, offset)
+        pos, offset_format = offset + 4, "<I"
+        if unit_length == 0xFFFF_FFFF:  # 64-bit DWARF
+            (unit_length,) = struct.unpack_from("<Q", data, pos)
+            pos, offset_format = pos + 8, "<Q"
+        end = pos + unit_length
+        (version,) = struct.unpack_from("<H", data, pos)
+        pos += 2
+        if version >= 5:
+            address_size = data[pos]
+            pos += 2  # address_size, segment_selector_size
+        (header_length,) = struct.unpack_from(offset_format, data, pos)
+        pos += struct.calcsize(offset_format)
+        program_start = pos + header_length
+        minimum_instruction_length = data[pos]
+        if version >= 4:
+            pos += 1
+            if data[pos] != 1:  # pyelftools would interleave op_index: no wasm engine is VLIW
+                raise MalformedArtifact("a line program with maximum_operations_per_instruction != 1")
+        line_base, line_range, opcode_base = struct.unpack_from("<xbBB", data, pos + 1)
+    except (struct.error, IndexError):
+        raise MalformedArtifact(f"a truncated line program header at {offset}") from None
+    if line_range == 0 or opcode_base == 0 or end > len(data) or program_start > end:
+        raise MalformedArtifact(f"a malformed line program header at {offset}")
+    return Header(offset, address_size, minimum_instruction_length, line_base, line_range, opcode_base,
+                  program_start, end)  # fmt: skip
+
+
+def skim(data: bytes, header: Header) -> list[Sequence]:
+    """The sequences of a program, in program order, each from its first set_address to its end_sequence.
+
+    A sequence that adds a row before its first set_address, or has a second one, or no end, is
+    decoded here to learn where its rows start (compilers write none of those).
+    """
+    standard = [re.escape(bytes([op])) + _OPERANDS[op] for op in _OPERANDS if op < header.opcode_base]
+    adds_no_row = b"|".join(standard) or b"(?!)"
+    adds_rows = re.escape(bytes([COPY])) + (b"|[" + re.escape(bytes([header.opcode_base])) + rb"-\xff]"
+                                            if header.opcode_base <= 255 else b"")  # fmt: skip
+    any_run = re.compile(b"(?:" + adds_no_row + b"|" + adds_rows + b")*")
+    no_row_run = re.compile(b"(?:" + adds_no_row + b")*")
+    sequences: list[Sequence] = []
+    pos = begin = header.program_start
+    end = header.program_end
+    start: int | None = None
+    regular = True
+    while True:
+        run_end = _run_end(any_run, data, pos, end)
+        if start is None and _run_end(no_row_run, data, pos, run_end) != run_end:
+            regular = False  # a row before set_address
+        if run_end >= end:
+            break
+        if data[run_end] != 0:
+            raise MalformedArtifact(f"invalid standard line program opcode {data[run_end]}")
+        length, opcode_at = read_uleb(data, run_end + 1)
+        opcode = data[opcode_at] if opcode_at < end else -1
+        if opcode == SET_ADDRESS:
+            if start is not None:
+                regular = False
+            else:
+                start = int.from_bytes(data[opcode_at + 1 : opcode_at + 1 + header.address_size], "little")
+            pos = opcode_at + 1 + header.address_size
+        elif opcode == END_SEQUENCE:
+            pos = opcode_at + 1
+            sequences.append(_sequence(data, header, begin, pos, start if regular else None))
+            begin, start, regular = pos, None, True
+        else:
+            pos = _after_extended(data, opcode, opcode_at, length)
+    if begin < end and decode(data, header, begin, end):
+        sequences.append(_sequence(data, header, begin, end, None))
+    return sequences
+
+
+def _run_end(run: re.Pattern[bytes], data: bytes, pos: int, end: int) -> int:
+    match = run.match(data, pos, end)
+    assert match is not None  # the empty run matches
+    return match.end()
+
+
+def _sequence(data: bytes, header: Header, begin: int, end: int, start: int | None) -> Sequence:
+    if start is None:
+        start = min(row[0] for row in decode(data, header, begin, end))
+    return Sequence(start, begin, end)
+
+
+def _after_extended(data: bytes, opcode: int, opcode_at: int, length: int) -> int:
+    """Where decoding goes on after an extended opcode other than set_address and end_sequence."""
+    pos = opcode_at + 1
+    if opcode == SET_DISCRIMINATOR:
+        return read_uleb(data, pos)[1]
+    if opcode == DEFINE_FILE:
+        name_end = data.index(b"\0", pos)
+        pos = name_end + 1
+        if name_end > opcode_at + 1:  # a file with a name: its directory, time and size follow
+            for _ in range(3):
+                pos = read_uleb(data, pos)[1]
+        return pos
+    return opcode_at + length  # unknown: skip it whole
+
+
+def decode(data: bytes, header: Header, begin: int, end: int) -> list[Row]:
+    """The rows the opcodes in `data[begin:end]` add, from a fresh state (a sequence's or a program's start)."""
+    opcode_base, line_range, line_base = header.opcode_base, header.line_range, header.line_base
+    step = header.minimum_instruction_length
+    const_add = ((255 - opcode_base) // line_range) * step
+    rows: list[Row] = []
+    address, file, line, column = 0, 1, 1, 0
+    pos = begin
+    try:
+        while pos < end:
+            opcode = data[pos]
+            pos += 1
+            if opcode >= opcode_base:
+                adjusted = opcode - opcode_base
+                address += (adjusted // line_range) * step
+                line += line_base + adjusted % line_range
+                rows.append((address, file, line, column))
+            elif opcode == SET_COLUMN:
+                column = data[pos]  # one byte, nearly always
+                if column < 0x80:
+                    pos += 1
+                else:
+                    column, pos = read_uleb(data, pos)
+            elif opcode == ADVANCE_LINE:
+                delta = data[pos]
+                if delta < 0x80:
+                    line += delta - 0x80 if delta & 0x40 else delta
+                    pos += 1
+                else:
+                    delta, pos = read_sleb(data, pos)
+                    line += delta
+            elif opcode in (NEGATE_STMT, SET_BASIC_BLOCK, SET_PROLOGUE_END, SET_EPILOGUE_BEGIN):
+                pass
+            elif opcode == COPY:
+                rows.append((address, file, line, column))
+            elif opcode == CONST_ADD_PC:
+                address += const_add
+            elif opcode == ADVANCE_PC:
+                delta, pos = read_uleb(data, pos)
+                address += delta * step
+            elif opcode == SET_FILE:
+                file, pos = read_uleb(data, pos)
+            elif opcode == FIXED_ADVANCE_PC:
+                address += data[pos] | data[pos + 1] << 8
+                pos += 2
+            elif opcode == SET_ISA:
+                pos = read_uleb(data, pos)[1]
+            elif opcode == 0:
+                length, opcode_at = read_uleb(data, pos)
+                extended = data[opcode_at]
+                if extended == END_SEQUENCE:
+                    rows.append((address, END_OF_SEQUENCE, 0, 0))
+                    address, file, line, column = 0, 1, 1, 0
+                    pos = opcode_at + 1
+                elif extended == SET_ADDRESS:
+                    pos = opcode_at + 1 + header.address_size
+                    if pos > len(data):
+                        raise IndexError
+                    address = int.from_bytes(data[opcode_at + 1 : pos], "little")
+                else:
+                    pos = _after_extended(data, extended, opcode_at, length)
+            else:
+                raise MalformedArtifact(f"invalid standard line program opcode {opcode}")
+    except (IndexError, ValueError):
+        raise MalformedArtifact(f"a truncated line program at {header.offset}") from None
+    return rows
