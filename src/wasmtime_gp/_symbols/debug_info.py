@@ -42,6 +42,12 @@ _LEB_FORMS = {_F["udata"], _F["sdata"], _F["ref_udata"], _F["strx"], _F["addrx"]
               _F["GNU_addr_index"], _F["GNU_str_index"]}  # fmt: skip
 _UNSIGNED = {_F["data1"]: 1, _F["data2"]: 2, _F["data4"]: 4, _F["data8"]: 8, _F["ref_sig8"]: 8,
              _F["ref_sup4"]: 4, _F["ref_sup8"]: 8}  # fmt: skip
+_PLAIN = {  # forms whose value is their bytes as they are, as struct reads them
+    **dict.fromkeys((*_UNSIGNED, _F["addr"], _F["sec_offset"], _F["ref_addr"], _F["strp_sup"], _F["GNU_ref_alt"],
+                     _F["GNU_strp_alt"]), ""),
+    _F["data16"]: "16s",
+}  # fmt: skip
+_STRUCT_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
 _CU_REFERENCES = {_F["ref1"]: 1, _F["ref2"]: 2, _F["ref4"]: 4, _F["ref8"]: 8}
 _STRX = {_F["strx"]: 0, _F["strx1"]: 1, _F["strx2"]: 2, _F["strx3"]: 3, _F["strx4"]: 4}
 _ADDRX = {_F["addrx"]: 0, _F["addrx1"]: 1, _F["addrx2"]: 2, _F["addrx3"]: 3, _F["addrx4"]: 4}
@@ -62,11 +68,25 @@ class Die(NamedTuple):
     end: int  # where the next DIE (its first child, if it has any) starts
 
 
+class _Layout(NamedTuple):
+    """Where the attributes wanted of one abbreviation's DIEs are: the head (the attributes before the first
+    of variable size) at fixed offsets, the rest walked."""
+
+    # Unpacks the wanted head attributes whose value is their bytes as they are ("x" over the others).
+    plain: struct.Struct
+    plain_names: tuple[str | int, ...]
+    plain_forms: tuple[int, ...]
+    read_in_head: tuple[tuple[str | int, int, int, int], ...]  # other wanted: name, form, implicit, offset
+    head_size: int
+    tail: tuple[tuple[str | int, int, int, int | None, bool], ...]  # name, form, implicit, fixed size, wanted
+
+
 class _Abbreviation(NamedTuple):
     tag: str | int
     has_children: bool
     attributes: tuple[tuple[str | int, int, int, int | None], ...]  # name, form, implicit value, fixed size
     fixed_size: int | None  # of its attributes, when no form's size depends on the bytes
+    layouts: dict[frozenset[str] | None, _Layout]  # by the attributes wanted (None: all), made on first read
 
 
 class Sections(NamedTuple):
@@ -153,7 +173,7 @@ class Unit:
                 form_size = self._sizes.get(form)
                 attributes.append((_ATTRIBUTE_NAMES.get(name, name), form, implicit, form_size))
                 size = size + form_size if size is not None and form_size is not None else None
-            table[code] = _Abbreviation(_TAG_NAMES.get(tag, tag), has_children, tuple(attributes), size)
+            table[code] = _Abbreviation(_TAG_NAMES.get(tag, tag), has_children, tuple(attributes), size, {})
 
     def abbreviation(self, data: bytes, pos: int) -> tuple[_Abbreviation | None, int]:
         """The abbreviation of the DIE at `pos` (None for a null entry), and where its attributes start."""
@@ -208,14 +228,57 @@ class Unit:
         abbreviation, pos = self.abbreviation(data, offset)
         if abbreviation is None:
             return Die(offset, 0, False, {}, pos)
-        attributes = {}
-        for name, form, implicit, size in abbreviation.attributes:
-            if wanted is not None and name not in wanted:
+        layout = abbreviation.layouts.get(wanted)
+        if layout is None:
+            layout = abbreviation.layouts[wanted] = _layout(abbreviation, wanted)
+        values = layout.plain.unpack_from(data, pos)
+        attributes = dict(zip(layout.plain_names, map(Attribute, layout.plain_forms, values)))
+        for name, form, implicit, at in layout.read_in_head:
+            attributes[name] = Attribute(form, self._value(data, form, implicit, pos + at, resolve)[0])
+        pos += layout.head_size
+        for name, form, implicit, size, is_wanted in layout.tail:
+            if is_wanted:
+                value, pos = self._value(data, form, implicit, pos, resolve)
+                attributes[name] = Attribute(form, value)
+            else:
                 pos = pos + size if size is not None else self._skip_value(data, form, pos)
-                continue
-            value, pos = self._value(data, form, implicit, pos, resolve)
-            attributes[name] = Attribute(form, value)
         return Die(offset, abbreviation.tag, abbreviation.has_children, attributes, pos)
+
+    def walk(self, offset: int, tags: frozenset[str]) -> list[tuple[int, str | int, int]]:
+        """The DIEs under the one at `offset` whose tag is in `tags`, as are those of their ancestors up to it:
+        (offset, tag, index in this list of its parent or -1), in the order of the DIEs; the rest skipped."""
+        data = self.sections.debug_info
+        abbreviations = self._abbreviations
+        top, pos = self.abbreviation(data, offset)
+        if top is None or not top.has_children:
+            return []
+        pos = self.skip(top, pos)
+        found: list[tuple[int, str | int, int]] = []
+        parents: list[int | None] = [-1]  # per open list of children: its parent in `found`, None: not walked
+        end = self.end
+        while parents and pos < end:
+            die = pos
+            code = data[pos]
+            if code < 0x80:  # one byte, nearly always
+                pos += 1
+            else:
+                code, pos = read_uleb(data, pos)
+            if code == 0:
+                parents.pop()
+                continue
+            abbreviation = abbreviations.get(code)
+            if abbreviation is None:
+                raise MalformedArtifact(f"no abbreviation {code} for the DIE at {die}")
+            size = abbreviation.fixed_size
+            pos = pos + size if size is not None else self.skip(abbreviation, pos)
+            parent = parents[-1]
+            if parent is not None and abbreviation.tag in tags:
+                found.append((die, abbreviation.tag, parent))
+                if abbreviation.has_children:
+                    parents.append(len(found) - 1)
+            elif abbreviation.has_children:
+                parents.append(None)
+        return found
 
     def _value(self, data: bytes, form: int, implicit: int, pos: int, resolve: bool) -> tuple[Any, int]:
         width = _UNSIGNED.get(form)
@@ -278,6 +341,30 @@ class Unit:
             sections.debug_rnglists if form == _F["rnglistx"] else sections.debug_loclists)  # fmt: skip
         offset = _unsigned(table, base + index * self.offset_size, self.offset_size)
         return _string(sections.debug_str, offset) if form in _STRX else base + offset
+
+
+def _layout(abbreviation: _Abbreviation, wanted: frozenset[str] | None) -> _Layout:
+    plain_format, plain_names, plain_forms, read_in_head = ["<"], [], [], []
+    head_size = 0
+    attributes = abbreviation.attributes
+    head = next((index for index, (*_, size) in enumerate(attributes) if size is None), len(attributes))
+    for name, form, implicit, size in attributes[:head]:
+        assert size is not None  # the head's are fixed
+        code = (_PLAIN[form] or _STRUCT_CODES.get(size)) if form in _PLAIN else None
+        if wanted is not None and name not in wanted:
+            plain_format.append(f"{size}x")
+        elif code:
+            plain_format.append(code)
+            plain_names.append(name)
+            plain_forms.append(form)
+        else:
+            plain_format.append(f"{size}x")
+            read_in_head.append((name, form, implicit, head_size))
+        head_size += size
+    return _Layout(
+        struct.Struct("".join(plain_format)), tuple(plain_names), tuple(plain_forms), tuple(read_in_head),
+        head_size, tuple((*attribute, wanted is None or attribute[0] in wanted) for attribute in attributes[head:]),
+    )  # fmt: skip
 
 
 def _unsigned(data: bytes, pos: int, width: int) -> int:

@@ -19,6 +19,8 @@ import bisect
 import contextlib
 import inspect
 import io
+import itertools
+import operator
 import posixpath
 import threading
 from collections.abc import Iterator
@@ -89,6 +91,8 @@ def _dwarf_info(sections: dict[str, bytes]) -> DWARFInfo:
 
 
 _WALKED = frozenset(("DW_TAG_subprogram", "DW_TAG_inlined_subroutine", "DW_TAG_lexical_block"))
+# What finding the functions and inlined calls that cover an offset reads.
+_RANGES = frozenset(("DW_AT_low_pc", "DW_AT_high_pc", "DW_AT_ranges"))
 _READ = frozenset((  # the attributes read here
     "DW_AT_low_pc", "DW_AT_high_pc", "DW_AT_ranges", "DW_AT_abstract_origin", "DW_AT_specification", "DW_AT_name",
     "DW_AT_decl_file", "DW_AT_decl_line", "DW_AT_decl_column", "DW_AT_call_file", "DW_AT_call_line",
@@ -98,9 +102,15 @@ _T = TypeVar("_T")
 
 
 class _Inline(NamedTuple):
+    """An inlined call's range, described (_Call) only when a looked-up offset falls in it."""
+
     low: int
     high: int
     depth: int
+    offset: int  # of its DIE
+
+
+class _Call(NamedTuple):
     function: str
     call: SourceLine  # where it was inlined: the line of its caller
     declared: SourceLine | None
@@ -121,10 +131,10 @@ class _Functions(NamedTuple):
 
 
 class _Rows(NamedTuple):
-    """The rows of the sequences that start at one address, by address."""
+    """The rows of the sequences that start at one address, by address (a stable sort), and the unit of each."""
 
-    addresses: list[int]
-    rows: list[tuple[str | None, int, int, int]]  # file (None: the end of a sequence), line, column, unit
+    rows: line_program.Rows
+    units: list[int]
 
 
 class ModuleDwarf:
@@ -142,6 +152,7 @@ class ModuleDwarf:
         self._functions: dict[int, _Functions] = {}  # by unit
         self._rows: dict[int, _Rows] = {}  # by the index of the first sequence starting there
         self._inlines: dict[int, tuple[list[int], list[_Inline]]] = {}  # by outermost DIE: lows, inlines
+        self._calls: dict[int, _Call | None] = {}  # by DIE
         self._dies: dict[int, Die] = {}
         self._programs: dict[int, tuple[Any, Any]] = {}
         self._pyelftools = _dwarf_info(custom)
@@ -209,35 +220,42 @@ class ModuleDwarf:
         if last < 0:
             return None
         first = bisect.bisect_left(self._sequence_starts, self._sequence_starts[last])
-        rows = _cached(self._rows, first, lambda: self._decode_rows(first))
-        index = bisect.bisect_right(rows.addresses, code_offset) - 1
-        if index < 0:
-            return None  # rows start after it: the previous sequence has ended there
-        file, line, column, unit = rows.rows[index]
-        return (SourceLine(file, line, column), unit) if file is not None else None
+        rows, units = _cached(self._rows, first, lambda: self._decode_rows(first))
+        # The last row at or before it that names a file of its unit and a line: the rows a full reading keeps.
+        for index in range(bisect.bisect_right(rows.addresses, code_offset) - 1, -1, -1):
+            file = rows.files[index]
+            if file == line_program.END_OF_SEQUENCE:
+                return None  # the sequence has ended there
+            unit = units[index]
+            files = self._unit_files(unit)
+            file -= self._first_file(unit)
+            if 0 <= file < len(files) and rows.lines[index] > 0:
+                return SourceLine(files[file], rows.lines[index], rows.columns[index]), unit
+        return None  # rows start after it: the previous sequence has ended there
 
     def _group(self, first: int) -> range:
         end = bisect.bisect_right(self._sequence_starts, self._sequence_starts[first])
         return range(first, end)
 
     def _decode_rows(self, first: int) -> _Rows:
-        rows: list[tuple[int, str | None, int, int, int]] = []
+        decoded = line_program.Rows([], [], [], [])
+        units: list[int] = []
         for index in self._group(first):
             unit, header, sequence = self._sequences[index]
-            files = self._unit_files(unit)
-            first_file = 0 if self._line_version(unit) >= 5 else 1
-            for address, file, line, column in line_program.decode(
-                self._line_section, header, sequence.begin, sequence.end
-            ):
-                if file == line_program.END_OF_SEQUENCE:
-                    rows.append((address, None, 0, 0, unit))
-                elif 0 <= file - first_file < len(files) and line > 0:
-                    rows.append((address, files[file - first_file], line, column, unit))
-        rows.sort(key=lambda row: row[0])
-        return _Rows([row[0] for row in rows], [row[1:] for row in rows])
+            rows = line_program.decode(self._line_section, header, sequence.begin, sequence.end)
+            for column, values in zip(decoded, rows):
+                column.extend(values)
+            units.extend([unit] * len(rows.addresses))
+        addresses = decoded.addresses
+        if any(map(operator.gt, addresses, itertools.islice(addresses, 1, None))):
+            order = sorted(range(len(addresses)), key=addresses.__getitem__)
+            decoded = line_program.Rows(*([column[i] for i in order] for column in decoded))
+            units = [units[i] for i in order]
+        return _Rows(decoded, units)
 
-    def _line_version(self, unit: int) -> int:
-        return self._pyelftools_unit(unit)[1].header["version"]  # type: ignore[no-any-return]
+    def _first_file(self, unit: int) -> int:
+        """The number of a unit's first file in its line program: 1 before DWARF 5."""
+        return 0 if self._headers[unit].version >= 5 else 1
 
     def _pyelftools_unit(self, unit: int) -> tuple[Any, Any]:
         """pyelftools' unit and line program: the program's header names the files."""
@@ -283,92 +301,68 @@ class ModuleDwarf:
     def _read_functions(self, index: int) -> _Functions:
         """Every function of the unit with its ranges, in the order of its DIEs, skipping everything else."""
         unit = self._units[index]
-        data = unit.sections.debug_info
         found: list[_Function] = []
-        pos = unit.top.end
-        stack = [(True, 0)] if unit.top.has_children else []  # per open list of children: walked?, outermost
-        while stack and pos < unit.end:
-            abbreviation, attributes_at = unit.abbreviation(data, pos)
-            if abbreviation is None:
-                stack.pop()
-                pos = attributes_at
-                continue
-            walked, outermost = stack[-1]
-            if walked and abbreviation.tag in _WALKED:
-                outermost = outermost or pos
-                if abbreviation.tag == "DW_TAG_subprogram":
-                    die = unit.read(pos, _READ)
-                    found.extend(
-                        _Function(low, high, pos, outermost) for low, high in self._ranges(unit, die)
-                    )
-                    pos = die.end
-                else:
-                    pos = unit.skip(abbreviation, attributes_at)
-            else:
-                walked = False
-                pos = unit.skip(abbreviation, attributes_at)
-            if abbreviation.has_children:
-                stack.append((walked, outermost))
+        outermost: list[int] = []  # per DIE walked: the DIE under the unit's that holds it
+        for offset, tag, parent in unit.walk(unit.die_offset, _WALKED):
+            outermost.append(outermost[parent] if parent >= 0 else offset)
+            if tag == "DW_TAG_subprogram":
+                die = unit.read(offset, _RANGES)
+                found.extend(
+                    _Function(low, high, offset, outermost[-1]) for low, high in self._ranges(unit, die)
+                )
         found.sort(key=lambda function: function.low)
         return _Functions([function.low for function in found], found)
 
-    # Inlined calls: read per outermost DIE, for the functions looked up.
+    # Inlined calls: the ranges under an outermost DIE, for the functions looked up; described when covering one.
 
-    def _inline_chain(self, unit: int, function: _Function, code_offset: int) -> list[_Inline]:
+    def _inline_chain(self, unit: int, function: _Function, code_offset: int) -> list[_Call]:
         lows, inlines = _cached(self._inlines, function.outermost, lambda: self._read_inlines(unit, function))
         # Inlined calls lie within their function: only those starting between it and the offset can cover it.
         first = bisect.bisect_left(lows, function.low)
         end = bisect.bisect_right(lows, code_offset)
         covering = [inline for inline in inlines[first:end] if code_offset < inline.high]
-        chain: list[_Inline] = []
+        chain: list[_Call] = []
         for inline in sorted(covering, key=lambda inline: inline.depth):
             if inline.depth == len(chain):
-                chain.append(inline)
+                call = self._call(unit, inline.offset)
+                if call is not None:
+                    chain.append(call)
         return chain
 
     def _read_inlines(self, index: int, function: _Function) -> tuple[list[int], list[_Inline]]:
         """The calls inlined under the outermost DIE of `function`, at their depths, in the order of their DIEs."""
         unit = self._units[index]
-        data = unit.sections.debug_info
         found: list[_Inline] = []
-        outermost = unit.read(function.outermost, _READ)
+        outermost = unit.read(function.outermost, _RANGES)
         depth = 0
         if outermost.tag == "DW_TAG_inlined_subroutine":
-            self._add_inline(index, outermost, 0, found)
+            found.extend(
+                _Inline(low, high, 0, function.outermost) for low, high in self._ranges(unit, outermost)
+            )
             depth = 1
-        pos = outermost.end
-        stack = [(True, depth)] if outermost.has_children else []  # per open list of children: walked?, depth
-        while stack and pos < unit.end:
-            abbreviation, attributes_at = unit.abbreviation(data, pos)
-            if abbreviation is None:
-                stack.pop()
-                pos = attributes_at
-                continue
-            walked, depth = stack[-1]
-            if walked and abbreviation.tag == "DW_TAG_inlined_subroutine":
-                die = unit.read(pos, _READ)
-                self._add_inline(index, die, depth, found)
-                depth += 1
-                pos = die.end
-            elif walked and abbreviation.tag in _WALKED:
-                depth = 0 if abbreviation.tag == "DW_TAG_subprogram" else depth
-                pos = unit.skip(abbreviation, attributes_at)
-            else:
-                walked = False
-                pos = unit.skip(abbreviation, attributes_at)
-            if abbreviation.has_children:
-                stack.append((walked, depth))
+        children_depths: list[int] = []  # per DIE walked: the depth of the calls inlined right under it
+        for offset, tag, parent in unit.walk(function.outermost, _WALKED):
+            at = children_depths[parent] if parent >= 0 else depth
+            if tag == "DW_TAG_inlined_subroutine":
+                die = unit.read(offset, _RANGES)
+                found.extend(_Inline(low, high, at, offset) for low, high in self._ranges(unit, die))
+                at += 1
+            elif tag == "DW_TAG_subprogram":
+                at = 0
+            children_depths.append(at)
         found.sort(key=lambda inline: (inline.low, inline.depth))
         return [inline.low for inline in found], found
 
-    def _add_inline(self, unit: int, die: Die, depth: int, found: list[_Inline]) -> None:
-        call = self._place(unit, die, "DW_AT_call_file", "DW_AT_call_line", "DW_AT_call_column")
-        name, declared = self._describe(unit, die.offset)
-        if call is not None and name is not None:
-            found.extend(
-                _Inline(low, high, depth, name, call, declared)
-                for low, high in self._ranges(self._units[unit], die)
-            )
+    def _call(self, unit: int, offset: int) -> _Call | None:
+        """The inlined call a DIE stands for; None where it names no function or no call site."""
+
+        def read() -> _Call | None:
+            die = self._die(offset)
+            call = self._place(unit, die, "DW_AT_call_file", "DW_AT_call_line", "DW_AT_call_column")
+            name, declared = self._describe(unit, offset)
+            return _Call(name, call, declared) if call is not None and name is not None else None
+
+        return _cached(self._calls, offset, read)
 
     # DIEs and what they say.
 

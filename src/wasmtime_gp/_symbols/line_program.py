@@ -35,13 +35,21 @@ _OPERANDS = {  # the bytes after each standard opcode but copy, as a regular exp
 }
 END_OF_SEQUENCE = -1  # a row's file where the row ends a sequence: no line there
 
-Row = tuple[int, int, int, int]  # address, file (or END_OF_SEQUENCE), line, column
+
+class Rows(NamedTuple):
+    """Rows column by column: lists of ints, which the garbage collector does not track (tuples it would)."""
+
+    addresses: list[int]
+    files: list[int]  # END_OF_SEQUENCE where the row ends a sequence
+    lines: list[int]
+    columns: list[int]
 
 
 class Header(NamedTuple):
     """What decoding a line program's opcodes needs from its header."""
 
     offset: int  # of the program's header in .debug_line
+    version: int
     address_size: int
     minimum_instruction_length: int
     line_base: int
@@ -84,7 +92,7 @@ def read_header(data: bytes, offset: int, address_size: int) -> Header:
         raise MalformedArtifact(f"a truncated line program header at {offset}") from None
     if line_range == 0 or opcode_base == 0 or end > len(data) or program_start > end:
         raise MalformedArtifact(f"a malformed line program header at {offset}")
-    return Header(offset, address_size, minimum_instruction_length, line_base, line_range, opcode_base,
+    return Header(offset, version, address_size, minimum_instruction_length, line_base, line_range, opcode_base,
                   program_start, end)  # fmt: skip
 
 
@@ -127,7 +135,7 @@ def skim(data: bytes, header: Header) -> list[Sequence]:
             begin, start, regular = pos, None, True
         else:
             pos = _after_extended(data, opcode, opcode_at, length)
-    if begin < end and decode(data, header, begin, end):
+    if begin < end and decode(data, header, begin, end).addresses:
         sequences.append(_sequence(data, header, begin, end, None))
     return sequences
 
@@ -140,7 +148,7 @@ def _run_end(run: re.Pattern[bytes], data: bytes, pos: int, end: int) -> int:
 
 def _sequence(data: bytes, header: Header, begin: int, end: int, start: int | None) -> Sequence:
     if start is None:
-        start = min(row[0] for row in decode(data, header, begin, end))
+        start = min(decode(data, header, begin, end).addresses)
     return Sequence(start, begin, end)
 
 
@@ -159,12 +167,13 @@ def _after_extended(data: bytes, opcode: int, opcode_at: int, length: int) -> in
     return opcode_at + length  # unknown: skip it whole
 
 
-def decode(data: bytes, header: Header, begin: int, end: int) -> list[Row]:
+def decode(data: bytes, header: Header, begin: int, end: int) -> Rows:
     """The rows the opcodes in `data[begin:end]` add, from a fresh state (a sequence's or a program's start)."""
     opcode_base, line_range, line_base = header.opcode_base, header.line_range, header.line_base
     step = header.minimum_instruction_length
     const_add = ((255 - opcode_base) // line_range) * step
-    rows: list[Row] = []
+    rows = Rows([], [], [], [])
+    add_address, add_file, add_line, add_column = (values.append for values in rows)
     address, file, line, column = 0, 1, 1, 0
     pos = begin
     try:
@@ -175,7 +184,10 @@ def decode(data: bytes, header: Header, begin: int, end: int) -> list[Row]:
                 adjusted = opcode - opcode_base
                 address += (adjusted // line_range) * step
                 line += line_base + adjusted % line_range
-                rows.append((address, file, line, column))
+                add_address(address)
+                add_file(file)
+                add_line(line)
+                add_column(column)
             elif opcode == SET_COLUMN:
                 column = data[pos]  # one byte, nearly always
                 if column < 0x80:
@@ -193,7 +205,10 @@ def decode(data: bytes, header: Header, begin: int, end: int) -> list[Row]:
             elif opcode in (NEGATE_STMT, SET_BASIC_BLOCK, SET_PROLOGUE_END, SET_EPILOGUE_BEGIN):
                 pass
             elif opcode == COPY:
-                rows.append((address, file, line, column))
+                add_address(address)
+                add_file(file)
+                add_line(line)
+                add_column(column)
             elif opcode == CONST_ADD_PC:
                 address += const_add
             elif opcode == ADVANCE_PC:
@@ -210,7 +225,10 @@ def decode(data: bytes, header: Header, begin: int, end: int) -> list[Row]:
                 length, opcode_at = read_uleb(data, pos)
                 extended = data[opcode_at]
                 if extended == END_SEQUENCE:
-                    rows.append((address, END_OF_SEQUENCE, 0, 0))
+                    add_address(address)
+                    add_file(END_OF_SEQUENCE)
+                    add_line(0)
+                    add_column(0)
                     address, file, line, column = 0, 1, 1, 0
                     pos = opcode_at + 1
                 elif extended == SET_ADDRESS:
