@@ -20,9 +20,9 @@ tenth of a second); what can be checked without decoding is each block's first p
 from __future__ import annotations
 
 import bisect
-import itertools
+import operator
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from wasmtime_gp._symbols.artifact import MalformedArtifact, read_sleb, read_uleb
 
@@ -58,7 +58,7 @@ class AddressMap:
         if block not in self._blocks:
             text, wasm = self._read_block(block)
             following = self._starts[block + 1] if block + 1 < len(self._starts) else None
-            if any(b < a for a, b in zip(text, text[1:])) or (following is not None and text[-1] > following):
+            if any(map(operator.gt, text, text[1:])) or (following is not None and text[-1] > following):
                 raise MalformedArtifact("the address map's text offsets are not in order")
             self._blocks[block] = text, wasm
         text, wasm = self._blocks[block]
@@ -95,9 +95,13 @@ def _parse_blocks(section: bytes) -> AddressMap:
         raise MalformedArtifact("the address map's block count does not match its entries")
     bodies = section[8 + 8 * blocks :]
 
-    def block_entries(block: int) -> Iterator[tuple[int, int]]:
-        first_offset, body = index[block]
-        pos, offset, previous = body, first_offset, None
+    def read_block(block: int, until_a_position: bool = False) -> tuple[list[int], list[int]]:
+        """The block's text offsets and wasm offsets (lists of ints: no tuple per entry for the garbage
+        collector to scan); `until_a_position`: only up to its first wasm offset that is not NO_POSITION."""
+        first_offset, pos = index[block]
+        texts: list[int] = []
+        positions: list[int] = []
+        offset, previous = first_offset, None
         for _ in range(min(BLOCK_SIZE, entries - block * BLOCK_SIZE)):
             token = bodies[pos] if pos < len(bodies) else 0x80  # one byte, nearly always
             if token < 0x80:
@@ -117,20 +121,18 @@ def _parse_blocks(section: bytes) -> AddressMap:
                 else:
                     delta, pos = read_sleb(bodies, pos)
                 position = previous + delta
+            texts.append(offset)
+            positions.append(position)
             if position != NO_POSITION:
+                if until_a_position:
+                    break
                 previous = position
-            yield offset, position
-
-    def read_block(block: int) -> tuple[list[int], list[int]]:
-        decoded = list(block_entries(block))
-        return [entry[0] for entry in decoded], [entry[1] for entry in decoded]
+        return texts, positions
 
     starts: list[int] = []
     spots: list[int] = []
     for block in range(blocks):
-        decoding = block_entries(block)
-        start, position = next(decoding)
-        starts.append(start)
-        positions = itertools.chain((position,), (p for _, p in decoding))
-        spots.extend(itertools.islice((p for p in positions if p != NO_POSITION), 1))  # the block's first
+        texts, positions = read_block(block, until_a_position=True)
+        starts.append(texts[0])  # a block has an entry at least: its count is checked above
+        spots.extend(position for position in positions[-1:] if position != NO_POSITION)  # the block's first
     return AddressMap(starts, read_block, spots)

@@ -45,15 +45,6 @@ def elf_section_bounds(artifact: bytes | bytearray, wanted: bytes) -> tuple[int,
 
 def read_uleb(data: bytes, pos: int) -> tuple[int, int]:
     """An unsigned LEB128 at `pos`: (value, position after it)."""
-    return _read_leb(data, pos, signed=False)
-
-
-def read_sleb(data: bytes, pos: int) -> tuple[int, int]:
-    """A signed LEB128 at `pos`: (value, position after it)."""
-    return _read_leb(data, pos, signed=True)
-
-
-def _read_leb(data: bytes, pos: int, signed: bool) -> tuple[int, int]:
     value = shift = 0
     while True:
         if pos >= len(data) or shift > 63:
@@ -62,7 +53,12 @@ def _read_leb(data: bytes, pos: int, signed: bool) -> tuple[int, int]:
         pos += 1
         value |= (byte & 0x7F) << shift
         shift += 7
-        if not byte & 0x80:
-            if signed and byte & 0x40:
-                value -= 1 << shift
+        if byte < 0x80:
             return value, pos
+
+
+def read_sleb(data: bytes, pos: int) -> tuple[int, int]:
+    """A signed LEB128 at `pos`: (value, position after it)."""
+    value, end = read_uleb(data, pos)
+    last = data[end - 1]
+    return (value - (1 << 7 * (end - pos)) if last & 0x40 else value), end

@@ -14,7 +14,7 @@ import re
 import struct
 from typing import NamedTuple
 
-from wasmtime_gp._symbols.artifact import MalformedArtifact, read_sleb, read_uleb
+from wasmtime_gp._symbols.artifact import MalformedArtifact, read_uleb
 
 # Standard opcodes (DWARF 5, 6.2.5.2) and extended ones (6.2.5.3).
 COPY, ADVANCE_PC, ADVANCE_LINE, SET_FILE, SET_COLUMN, NEGATE_STMT, SET_BASIC_BLOCK = 1, 2, 3, 4, 5, 6, 7
@@ -57,6 +57,7 @@ class Header(NamedTuple):
     opcode_base: int
     program_start: int  # where the opcodes start (after the header) and end, in .debug_line
     program_end: int
+    special_advances: tuple[list[int], list[int]]  # by opcode: what it adds to the address, to the line
 
 
 class Sequence(NamedTuple):
@@ -92,8 +93,13 @@ def read_header(data: bytes, offset: int, address_size: int) -> Header:
         raise MalformedArtifact(f"a truncated line program header at {offset}") from None
     if line_range == 0 or opcode_base == 0 or end > len(data) or program_start > end:
         raise MalformedArtifact(f"a malformed line program header at {offset}")
+    specials = [opcode - opcode_base for opcode in range(opcode_base, 256)]
+    address_advance = [0] * opcode_base + [
+        special // line_range * minimum_instruction_length for special in specials
+    ]
+    line_advance = [0] * opcode_base + [line_base + special % line_range for special in specials]
     return Header(offset, version, address_size, minimum_instruction_length, line_base, line_range, opcode_base,
-                  program_start, end)  # fmt: skip
+                  program_start, end, (address_advance, line_advance))  # fmt: skip
 
 
 def skim(data: bytes, header: Header) -> list[Sequence]:
@@ -169,9 +175,8 @@ def _after_extended(data: bytes, opcode: int, opcode_at: int, length: int) -> in
 
 def decode(data: bytes, header: Header, begin: int, end: int) -> Rows:
     """The rows the opcodes in `data[begin:end]` add, from a fresh state (a sequence's or a program's start)."""
-    opcode_base, line_range, line_base = header.opcode_base, header.line_range, header.line_base
-    step = header.minimum_instruction_length
-    const_add = ((255 - opcode_base) // line_range) * step
+    address_advance, line_advance = header.special_advances
+    opcode_base, step, const_add = header.opcode_base, header.minimum_instruction_length, address_advance[255]
     rows = Rows([], [], [], [])
     add_address, add_file, add_line, add_column = (values.append for values in rows)
     address, file, line, column = 0, 1, 1, 0
@@ -181,28 +186,31 @@ def decode(data: bytes, header: Header, begin: int, end: int) -> Rows:
             opcode = data[pos]
             pos += 1
             if opcode >= opcode_base:
-                adjusted = opcode - opcode_base
-                address += (adjusted // line_range) * step
-                line += line_base + adjusted % line_range
+                address += address_advance[opcode]
+                line += line_advance[opcode]
                 add_address(address)
                 add_file(file)
                 add_line(line)
                 add_column(column)
-            elif opcode == SET_COLUMN:
+            elif opcode == SET_COLUMN:  # the most frequent, then negate_stmt and advance_line, in clang's
                 column = data[pos]  # one byte, nearly always
                 if column < 0x80:
                     pos += 1
                 else:
                     column, pos = read_uleb(data, pos)
+            elif opcode == NEGATE_STMT:
+                pass
             elif opcode == ADVANCE_LINE:
-                delta = data[pos]
-                if delta < 0x80:
-                    line += delta - 0x80 if delta & 0x40 else delta
+                # A signed LEB128, read here: jumps of thousands of lines (into inlined code) take three bytes.
+                delta = shift = 0
+                byte = 0x80
+                while byte >= 0x80:
+                    byte = data[pos]
                     pos += 1
-                else:
-                    delta, pos = read_sleb(data, pos)
-                    line += delta
-            elif opcode in (NEGATE_STMT, SET_BASIC_BLOCK, SET_PROLOGUE_END, SET_EPILOGUE_BEGIN):
+                    delta |= (byte & 0x7F) << shift
+                    shift += 7
+                line += delta - (1 << shift) if byte & 0x40 else delta
+            elif opcode in (SET_BASIC_BLOCK, SET_PROLOGUE_END, SET_EPILOGUE_BEGIN):
                 pass
             elif opcode == COPY:
                 add_address(address)
