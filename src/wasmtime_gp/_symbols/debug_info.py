@@ -280,6 +280,10 @@ class Unit:
                 parents.append(None)
         return found
 
+    def read_value(self, data: bytes, form: int, pos: int) -> tuple[Any, int]:
+        """A value of form `form` at `pos` in `data` (also a line program header's) as an attribute's: (value, end)."""
+        return self._value(data, form, 0, pos, True)
+
     def _value(self, data: bytes, form: int, implicit: int, pos: int, resolve: bool) -> tuple[Any, int]:
         width = _UNSIGNED.get(form)
         if width is not None:

@@ -4,7 +4,7 @@ DWARF addresses in wasm are offsets from the start of the Code section's payload
 offsets need is decoded, when first needed, and kept for later lookups (a ContinuousProfiler's next
 rotations): at first, the units' headers and abbreviations (`debug_info.py`) and where each sequence
 of the line programs starts (`line_program.py`); then per offset, the sequence it falls in, its
-unit's functions and file names (pyelftools reads the line program's header), and the calls inlined
+unit's functions and file names (its line program header's tables), and the calls inlined
 into its function.
 
 An offset is looked up in the sequence that starts last at or before it, and in the functions of
@@ -154,7 +154,6 @@ class ModuleDwarf:
         self._inlines: dict[int, tuple[list[int], list[_Inline]]] = {}  # by outermost DIE: lows, inlines
         self._calls: dict[int, _Call | None] = {}  # by DIE
         self._dies: dict[int, Die] = {}
-        self._programs: dict[int, tuple[Any, Any]] = {}
         self._pyelftools = _dwarf_info(custom)
         self._described: dict[tuple[int, int], tuple[str | None, SourceLine | None]] = {}
         sequences: list[tuple[int, int, int, line_program.Header, line_program.Sequence]] = []
@@ -257,36 +256,24 @@ class ModuleDwarf:
         """The number of a unit's first file in its line program: 1 before DWARF 5."""
         return 0 if self._headers[unit].version >= 5 else 1
 
-    def _pyelftools_unit(self, unit: int) -> tuple[Any, Any]:
-        """pyelftools' unit and line program: the program's header names the files."""
-
-        def read() -> tuple[Any, Any]:
-            cu = self._pyelftools.get_CU_at(self._units[unit].offset)
-            return cu, self._pyelftools.line_program_for_CU(cu)
-
-        return _cached(self._programs, unit, read)
-
     def _unit_files(self, unit: int) -> list[str]:
         return _cached(self._files, unit, lambda: self._read_files(unit))
 
     def _read_files(self, index: int) -> list[str]:
         if index not in self._headers:
             return []
-        cu, program = self._pyelftools_unit(index)
-        if program.program_start_offset != self._headers[index].program_start:
-            raise MalformedArtifact("a line program header's length does not match its contents")
-        header = program.header
-        directories = [_text(d) for d in header["include_directory"]]
-        top = cu.get_top_DIE().attributes
+        header, unit = self._headers[index], self._units[index]
+        table = line_program.read_file_table(self._line_section, header, unit.read_value)
+        directories = [_text(d) for d in table.directories]
+        top = unit.top.attributes
         comp_dir = _text(top["DW_AT_comp_dir"].value) if "DW_AT_comp_dir" in top else ""
-        version = header["version"]
         files = []
-        for entry in header["file_entry"]:
-            directory_index = entry.dir_index if version >= 5 else entry.dir_index - 1
+        for name, dir_index in table.files:
+            directory_index = dir_index if header.version >= 5 else dir_index - 1
             directory = directories[directory_index] if 0 <= directory_index < len(directories) else ""
-            if version < 5 and entry.dir_index == 0:
+            if header.version < 5 and dir_index == 0:
                 directory = comp_dir
-            files.append(posixpath.normpath(posixpath.join(comp_dir, directory, _text(entry.name))))
+            files.append(posixpath.normpath(posixpath.join(comp_dir, directory, _text(name))))
         return files
 
     # Functions: a unit's, read once for all (only their ranges), and described when looked up.

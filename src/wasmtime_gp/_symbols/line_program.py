@@ -5,14 +5,16 @@ expression steps over the opcodes at C speed to find the sequences (one per func
 it starts, which bytes hold it), and only the sequences a profile's addresses fall in are decoded,
 with pyelftools' arithmetic (`LineProgram._decode_line_program`). Its quirks are kept: an unknown
 standard opcode is an error (the header's opcode lengths are not used), `define_file` adds no file,
-and set_address reads an address of the unit's size whatever the instruction's length.
+and set_address reads an address of the unit's size whatever the instruction's length. A header's
+directory and file tables are read as pyelftools reads them too, when a unit's files are first needed.
 """
 
 from __future__ import annotations
 
 import re
 import struct
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from wasmtime_gp._symbols.artifact import MalformedArtifact, read_uleb
 
@@ -33,6 +35,7 @@ _OPERANDS = {  # the bytes after each standard opcode but copy, as a regular exp
     SET_EPILOGUE_BEGIN: b"",
     SET_ISA: rb"[\x80-\xff]*[\x00-\x7f]",
 }
+PATH, DIRECTORY_INDEX = 1, 2  # the content types (DW_LNCT_*) of DWARF 5 directory and file entries read
 END_OF_SEQUENCE = -1  # a row's file where the row ends a sequence: no line there
 
 
@@ -57,7 +60,13 @@ class Header(NamedTuple):
     opcode_base: int
     program_start: int  # where the opcodes start (after the header) and end, in .debug_line
     program_end: int
+    tables_start: int  # where the directory and file tables start, in .debug_line
     special_advances: tuple[list[int], list[int]]  # by opcode: what it adds to the address, to the line
+
+
+class FileTable(NamedTuple):
+    directories: list[bytes]
+    files: list[tuple[bytes, int]]  # name, directory index as the header writes it
 
 
 class Sequence(NamedTuple):
@@ -99,7 +108,60 @@ def read_header(data: bytes, offset: int, address_size: int) -> Header:
     ]
     line_advance = [0] * opcode_base + [line_base + special % line_range for special in specials]
     return Header(offset, version, address_size, minimum_instruction_length, line_base, line_range, opcode_base,
-                  program_start, end, (address_advance, line_advance))  # fmt: skip
+                  program_start, end, pos + 4 + opcode_base, (address_advance, line_advance))  # fmt: skip
+
+
+def read_file_table(
+    data: bytes, header: Header, read_value: Callable[[bytes, int, int], tuple[Any, int]]
+) -> FileTable:
+    """The header's directories and files, as pyelftools reads them; `read_value(data, form, pos)` reads a DWARF 5
+    entry's field, as its unit would (strings in its sections)."""
+    pos = header.tables_start
+    try:
+        if header.version >= 5:
+            directories, pos = _entries(data, pos, read_value)
+            files, pos = _entries(data, pos, read_value)
+            table = FileTable([entry[PATH] for entry in directories],
+                              [(entry[PATH], entry[DIRECTORY_INDEX]) for entry in files])  # fmt: skip
+        else:
+            table = FileTable([], [])
+            while data[pos]:
+                end = data.index(b"\0", pos)
+                table.directories.append(data[pos:end])
+                pos = end + 1
+            pos += 1
+            while data[pos]:
+                end = data.index(b"\0", pos)
+                name = data[pos:end]
+                directory, pos = read_uleb(data, end + 1)
+                pos = read_uleb(data, read_uleb(data, pos)[1])[1]  # its modification time and length
+                table.files.append((name, directory))
+            pos += 1
+    except (IndexError, ValueError, KeyError):
+        raise MalformedArtifact(f"a truncated line program header at {header.offset}") from None
+    if pos != header.program_start:
+        raise MalformedArtifact("a line program header's length does not match its contents")
+    return table
+
+
+def _entries(
+    data: bytes, pos: int, read_value: Callable[[bytes, int, int], tuple[Any, int]]
+) -> tuple[list[dict[int, Any]], int]:
+    """A DWARF 5 directory or file table: each entry's fields by content type (DW_LNCT_*)."""
+    formats = []
+    format_count, pos = data[pos], pos + 1
+    for _ in range(format_count):
+        content, pos = read_uleb(data, pos)
+        form, pos = read_uleb(data, pos)
+        formats.append((content, form))
+    count, pos = read_uleb(data, pos)
+    entries = []
+    for _ in range(count):
+        entry = {}
+        for content, form in formats:
+            entry[content], pos = read_value(data, form, pos)
+        entries.append(entry)
+    return entries, pos
 
 
 def skim(data: bytes, header: Header) -> list[Sequence]:
