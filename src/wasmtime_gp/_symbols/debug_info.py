@@ -89,6 +89,14 @@ class _Abbreviation(NamedTuple):
     layouts: dict[frozenset[str] | None, _Layout]  # by the attributes wanted (None: all), made on first read
 
 
+class Tree(NamedTuple):
+    """DIEs walked, in their order (a DIE's descendants follow it), column by column."""
+
+    offsets: list[int]
+    tags: list[str | int]
+    parents: list[int]  # the index of each one's parent, -1 for those right under where the walk started
+
+
 class Sections(NamedTuple):
     """The .debug_* sections the readers use, by name without the dot (b"" where absent)."""
 
@@ -244,17 +252,18 @@ class Unit:
                 pos = pos + size if size is not None else self._skip_value(data, form, pos)
         return Die(offset, abbreviation.tag, abbreviation.has_children, attributes, pos)
 
-    def walk(self, offset: int, tags: frozenset[str]) -> list[tuple[int, str | int, int]]:
-        """The DIEs under the one at `offset` whose tag is in `tags`, as are those of their ancestors up to it:
-        (offset, tag, index in this list of its parent or -1), in the order of the DIEs; the rest skipped."""
+    def walk(self, offset: int, tags: frozenset[str]) -> Tree:
+        """The DIEs under the one at `offset` whose tag is in `tags`, as are those of their ancestors up to it,
+        in the order of the DIEs; the rest skipped."""
         data = self.sections.debug_info
         abbreviations = self._abbreviations
+        tree = Tree([], [], [])
         top, pos = self.abbreviation(data, offset)
         if top is None or not top.has_children:
-            return []
+            return tree
         pos = self.skip(top, pos)
-        found: list[tuple[int, str | int, int]] = []
-        parents: list[int | None] = [-1]  # per open list of children: its parent in `found`, None: not walked
+        add_offset, add_tag, add_parent = tree.offsets.append, tree.tags.append, tree.parents.append
+        parents: list[int | None] = [-1]  # per open list of children: its parent in `tree`, None: not walked
         end = self.end
         while parents and pos < end:
             die = pos
@@ -273,12 +282,14 @@ class Unit:
             pos = pos + size if size is not None else self.skip(abbreviation, pos)
             parent = parents[-1]
             if parent is not None and abbreviation.tag in tags:
-                found.append((die, abbreviation.tag, parent))
                 if abbreviation.has_children:
-                    parents.append(len(found) - 1)
+                    parents.append(len(tree.offsets))
+                add_offset(die)
+                add_tag(abbreviation.tag)
+                add_parent(parent)
             elif abbreviation.has_children:
                 parents.append(None)
-        return found
+        return tree
 
     def read_value(self, data: bytes, form: int, pos: int) -> tuple[Any, int]:
         """A value of form `form` at `pos` in `data` (also a line program header's) as an attribute's: (value, end)."""

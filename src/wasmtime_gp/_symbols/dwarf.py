@@ -124,10 +124,11 @@ class _Function(NamedTuple):
 
 
 class _Functions(NamedTuple):
-    """A unit's functions, by address."""
+    """A unit's functions, by address, and the DIEs walked to find them (where their inlined calls are)."""
 
     lows: list[int]
     functions: list[_Function]
+    tree: debug_info.Tree
 
 
 class _Rows(NamedTuple):
@@ -289,8 +290,9 @@ class ModuleDwarf:
         """Every function of the unit with its ranges, in the order of its DIEs, skipping everything else."""
         unit = self._units[index]
         found: list[_Function] = []
+        tree = unit.walk(unit.die_offset, _WALKED)
         outermost: list[int] = []  # per DIE walked: the DIE under the unit's that holds it
-        for offset, tag, parent in unit.walk(unit.die_offset, _WALKED):
+        for offset, tag, parent in zip(*tree):
             outermost.append(outermost[parent] if parent >= 0 else offset)
             if tag == "DW_TAG_subprogram":
                 die = unit.read(offset, _RANGES)
@@ -298,7 +300,7 @@ class ModuleDwarf:
                     _Function(low, high, offset, outermost[-1]) for low, high in self._ranges(unit, die)
                 )
         found.sort(key=lambda function: function.low)
-        return _Functions([function.low for function in found], found)
+        return _Functions([function.low for function in found], found, tree)
 
     # Inlined calls: the ranges under an outermost DIE, for the functions looked up; described when covering one.
 
@@ -319,24 +321,27 @@ class ModuleDwarf:
     def _read_inlines(self, index: int, function: _Function) -> tuple[list[int], list[_Inline]]:
         """The calls inlined under the outermost DIE of `function`, at their depths, in the order of their DIEs."""
         unit = self._units[index]
+        offsets, tags, parents = self._functions[index].tree  # walked when the function was found
+        top = bisect.bisect_left(offsets, function.outermost)
         found: list[_Inline] = []
-        outermost = unit.read(function.outermost, _RANGES)
-        depth = 0
-        if outermost.tag == "DW_TAG_inlined_subroutine":
-            found.extend(
-                _Inline(low, high, 0, function.outermost) for low, high in self._ranges(unit, outermost)
-            )
-            depth = 1
-        children_depths: list[int] = []  # per DIE walked: the depth of the calls inlined right under it
-        for offset, tag, parent in unit.walk(function.outermost, _WALKED):
-            at = children_depths[parent] if parent >= 0 else depth
-            if tag == "DW_TAG_inlined_subroutine":
-                die = unit.read(offset, _RANGES)
-                found.extend(_Inline(low, high, at, offset) for low, high in self._ranges(unit, die))
-                at += 1
-            elif tag == "DW_TAG_subprogram":
-                at = 0
-            children_depths.append(at)
+        depths = {top: 0}  # per DIE walked: the depth of the calls inlined right under it
+        if tags[top] == "DW_TAG_inlined_subroutine":
+            die = unit.read(function.outermost, _RANGES)
+            found.extend(_Inline(low, high, 0, function.outermost) for low, high in self._ranges(unit, die))
+            depths[top] = 1
+        below = top + 1
+        while below < len(offsets) and parents[below] >= top:  # the DIEs under it follow it
+            depth = depths[parents[below]]
+            if tags[below] == "DW_TAG_inlined_subroutine":
+                die = unit.read(offsets[below], _RANGES)
+                found.extend(
+                    _Inline(low, high, depth, offsets[below]) for low, high in self._ranges(unit, die)
+                )
+                depth += 1
+            elif tags[below] == "DW_TAG_subprogram":
+                depth = 0
+            depths[below] = depth
+            below += 1
         found.sort(key=lambda inline: (inline.low, inline.depth))
         return [inline.low for inline in found], found
 
