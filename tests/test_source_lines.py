@@ -332,6 +332,8 @@ def test_lazy_decoding_reads_what_a_full_reading_reads(dwarf_programs, program):
     assert len(offsets) > 1000
     assert [lazy.frames(offset) for offset in offsets] == [full.frames(offset) for offset in offsets]
     assert any(len(full.frames(offset)) > 1 for offset in offsets)  # inlined calls were compared
+    # Every unit's files, as its line program header's tables (read by hand) name them.
+    assert [lazy._unit_files(unit) for unit in range(len(full.files))] == full.files
 
     raw, artifact = raw_profile(wasm_path, argument)
     symbolised = {}
@@ -382,8 +384,10 @@ class FullReading:
             self._rows: list[tuple[int, SourceLine | None]] = []
             self._inlines: list[_ReferenceInline] = []
             self._functions: list[tuple[int, int, SourceLine | None]] = []
+            self.files: list[list[str]] = []  # per unit
             for cu in info.iter_CUs():
                 files = self._read_lines(info, cu)
+                self.files.append(files)
                 self._read_functions(cu, files)
         except Exception as exc:  # noqa: BLE001
             raise MalformedArtifact(f"unreadable DWARF: {exc}") from None
