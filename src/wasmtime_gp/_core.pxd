@@ -74,7 +74,6 @@ cdef struct SamplerState:
     int64_t last_cpu_ns
     bint have_last
     int64_t last_wall_ns                   # CLOCK_MONOTONIC at the last sample's epoch check
-    int64_t sampled_cpu_ns                 # the thread's CPU time as the last sample ended (-1: unknown)
     long last_waits                        # the thread's voluntary context switches then (-1: unknown)
     long last_preemptions                  # and its involuntary ones
     OutsideStretch *outside                # late samples after time outside wasm, until taken by finish()

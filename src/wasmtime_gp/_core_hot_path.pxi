@@ -25,8 +25,6 @@ cdef uint64_t MAX_STRIDE = 10000
 # outside_wasm; benchmarks/outside_wasm.py measured it, docs/performance.md "Time outside wasm").
 cdef int64_t OUTSIDE_MIN_NS = 10000
 cdef int64_t outside_min_ns = OUTSIDE_MIN_NS
-# The guest's CPU time from the end of a sample to Wasmtime arming the next deadline is well under this.
-cdef int64_t ARMING_SLACK_NS = 2000
 # What a preemption costs the preempted thread's CPU clock when it gets its CPU back (measured by
 # benchmarks/outside_wasm.py: a pure-wasm guest's CPU time after a tick, when it was preempted meanwhile).
 cdef int64_t SWITCH_IN_NS = 25000
@@ -64,18 +62,17 @@ cdef inline void take_sample(SamplerState *s, int64_t checked_ns, int64_t now) n
     api.guestprofiler_sample(s.wasmtime_profiler, s.store, delta)
     s.sampling_ns += <uint64_t>(monotonic_ns() - entered)
     # After the sample: a wait inside it (for a lock of Wasmtime's another thread holds) is not the guest's.
-    s.sampled_cpu_ns = thread_cpu_ns()
     if not thread_switches(&s.last_waits, &s.last_preemptions):
         s.last_waits = -1
     s.samples += 1
     s.strides += s.stride
-    if s.budget_ppm and now >= 0 and s.sampled_cpu_ns >= 0:
+    if s.budget_ppm and now >= 0:
         # The next samples come `stride` intervals apart, so that one costs at most the budget's share of
-        # them. The cost is the thread's CPU time: a sample preempted for 20 ms must not stretch the
-        # interval 1,000 times. The mean halves its distance to each new cost: a deepening stack is
-        # followed within a sample or two, and a stack that turned shallow brings the stride back to 1
-        # within about twice the last spacing.
-        cost = <uint64_t>max(0, s.sampled_cpu_ns - now)
+        # them. The cost is the thread's CPU time (one more clock read, with a budget only): a sample
+        # preempted for 20 ms must not stretch the interval 1,000 times. The mean halves its distance to
+        # each new cost: a deepening stack is followed within a sample or two, and a stack that turned
+        # shallow brings the stride back to 1 within about twice the last spacing.
+        cost = <uint64_t>max(0, thread_cpu_ns() - now)
         s.cost_ns = (s.cost_ns + cost) // 2 if s.cost_ns else cost
         s.stride = min(MAX_STRIDE, max(1, (s.cost_ns * 1000000 + s.budget_ppm * s.interval_ns - 1)
                                        // (s.budget_ppm * s.interval_ns)))
@@ -116,6 +113,10 @@ cdef inline bint outside_wasm(SamplerState *s, uint64_t ticks, uint64_t step, in
       it from below), less SWITCH_IN_NS per preemption since the last sample;
     - or the thread waited (its voluntary context switches rose since the last sample: I/O, a lock, a sleep);
     - or it was only descheduled (in wasm or not: nothing tells): counted as wasm, as before.
+    A check that did not wait and comes within OUTSIDE_MIN_NS (of time, or of CPU time) after a later tick is
+    wasm's: the guest was in wasm at that tick, the one Wasmtime armed the deadline for (a tick that lands
+    after a sample counted the ticks and before Wasmtime read the epoch, as when the thread is preempted
+    there).
     A stretch stands for every interval since it was due, split by its CPU time into on and off a CPU, if it
     waited or ran at least OUTSIDE_SURE_NS on a CPU; else for its CPU time only (one sample, mostly): a rare
     pure-wasm guest wrongly seen outside after a preemption (its CPU clock charged for more than SWITCH_IN_NS)
@@ -125,7 +126,7 @@ cdef inline bint outside_wasm(SamplerState *s, uint64_t ticks, uint64_t step, in
     """
     cdef Subscription *sub = s.subscription
     cdef uint64_t due = s.last_sample_ticks + step
-    cdef int64_t due_ns, cpu_at_due, stretch_length, on_cpu, interval_ns
+    cdef int64_t due_ns, latest_ns, cpu_at_due, cpu_at_latest, stretch_length, on_cpu, interval_ns
     cdef uint64_t missed = (ticks - s.last_sample_ticks) // step  # the tick it was due at, and each one since
     cdef long waits, preemptions
     if s.host_depth > 0 or gp_wasm_depth == 0:
@@ -133,11 +134,7 @@ cdef inline bint outside_wasm(SamplerState *s, uint64_t ticks, uint64_t step, in
     if not on_last_thread(s):
         return 0
     cpu_at_due = read_stamp(sub.guest_cpu_ns, sub.guest_cpu_of, due)
-    if 0 <= cpu_at_due - s.sampled_cpu_ns <= ARMING_SLACK_NS:
-        # The tick landed as the last sample ended, after it counted the ticks but before Wasmtime read
-        # the epoch to arm the next deadline (the thread was preempted there): the next tick fired.
-        due += 1
-        cpu_at_due = read_stamp(sub.guest_cpu_ns, sub.guest_cpu_of, due)
+    cpu_at_latest = read_stamp(sub.guest_cpu_ns, sub.guest_cpu_of, ticks)
     due_ns = read_stamp(sub.clock.tick_ns, sub.clock.tick_of, due)
     if due_ns < 0:
         if ticks - due < TICK_RING:
@@ -158,6 +155,11 @@ cdef inline bint outside_wasm(SamplerState *s, uint64_t ticks, uint64_t step, in
     # what a preempted guest spent getting its CPU back is no host code.
     on_cpu = min(max(on_cpu - (preemptions - s.last_preemptions) * SWITCH_IN_NS, 0), stretch_length)
     stretch.stretch_ns, stretch.on_cpu_ns = stretch_length, on_cpu
+    if waits <= s.last_waits and ticks > due:
+        latest_ns = read_stamp(sub.clock.tick_ns, sub.clock.tick_of, ticks)
+        if (latest_ns < 0 or checked_ns - latest_ns <= outside_min_ns
+                or (cpu_at_latest >= 0 and cpu_now - cpu_at_latest <= outside_min_ns)):
+            return False  # at once after the latest tick (so soon the ticker may not have stamped it yet)
     if waits > s.last_waits or on_cpu >= OUTSIDE_SURE_NS:
         stretch.samples = max(1, missed)
         stretch.on_cpu_samples = (stretch.samples * on_cpu + stretch_length // 2) // stretch_length
