@@ -249,8 +249,10 @@ def test_a_real_program_blocked_on_its_input_is_off_cpu(tmp_path):
     away = 1 - profile.cpu_time / profile.duration
     assert away - 0.3 < off < away + 0.05, (on, off, away, profile.top(5))
     assert off > 0.5, (on, off, away)
-    wasm = [row.frame.function for row in profile.top(50) if row.frame.is_wasm][:3]
-    assert "ferror" not in wasm and "fread" not in wasm, profile.top(8)
+    # Blocked in fd_read is no longer fread's or ferror's: what is left is their own time and reads that did
+    # not wait (the page cache held the next bytes).
+    blamed = {row.frame.function: row.self_percent for row in profile.top(50) if row.frame.is_wasm}
+    assert blamed.get("ferror", 0) < 5 and blamed.get("fread", 0) < 5, profile.top(8)
     assert "outside wasm:" in report
 
 

@@ -45,10 +45,11 @@ def test_call_tree_nests_and_counts(chain, spins_for):
     assert outer.frame == OUTER and outer.total == tree.total
     (middle,) = outer.sorted_children()
     inner = middle.children[INNER]
-    # Only wasm, bar a rare `[outside wasm]` sample on a loaded machine (test_outside_wasm bounds them).
+    # Only wasm, bar a rare `[outside wasm]` stretch on a loaded machine (test_outside_wasm bounds their share
+    # over a longer run; one stretch may stand for a few intervals, which weighs more in this short one).
     outside = sum(child.total for child in inner.children.values() if child.frame and child.frame.is_outside)
     assert inner.self + outside == inner.total > 0.8 * tree.total
-    assert outside <= 0.01 * tree.total + 1
+    assert outside <= 0.05 * tree.total
     assert sum(node.total for node in outer.children.values()) + outer.self == outer.total
 
 
