@@ -166,18 +166,23 @@ def test_calls_appear_as_interval_markers_in_the_firefox_profile():
     raw = json.loads(data)
     thread = raw["threads"][0]
     strings = thread["stringArray"] if "stringArray" in thread else raw["shared"]["stringArray"]
-    markers = thread["markers"]
+    # The way back from a call (wasmtime-py's, after the wrapper) may add an OutsideWasm marker: not counted.
+    columns = ("name", "startTime", "endTime", "phase", "data")
+    markers = [
+        dict(zip(columns, row))
+        for row in zip(*(thread["markers"][column] for column in columns))
+        if row[-1]["type"] == "HostCall"
+    ]
     # One marker per call that got a sample: every call, when the ticker ticks about as often as asked.
-    assert 1 <= markers["length"] <= calls
+    assert 1 <= len(markers) <= calls
     if ticks_seen(profiler) >= 0.5 * running_time(profiler) / profiler.interval:
-        assert markers["length"] == calls
-    assert {strings[name] for name in markers["name"]} == {host("env.slow")}
-    for start, end, phase, data in zip(
-        markers["startTime"], markers["endTime"], markers["phase"], markers["data"]
-    ):
-        assert phase == 1 and 9.5 <= end - start <= run_ms, (start, end)
-        assert data["type"] == "HostCall" and data["function"] == "env.slow" and data["samples"] >= 1
-    assert sum(marker["samples"] for marker in markers["data"]) == profiler.profile().host_sample_count
+        assert len(markers) == calls
+    assert {strings[marker["name"]] for marker in markers} == {host("env.slow")}
+    for marker in markers:
+        start, end, data = marker["startTime"], marker["endTime"], marker["data"]
+        assert marker["phase"] == 1 and 9.5 <= end - start <= run_ms, (start, end)
+        assert data["function"] == "env.slow" and data["samples"] >= 1
+    assert sum(marker["data"]["samples"] for marker in markers) == profiler.profile().host_sample_count
     (schema,) = [s for s in raw["meta"]["markerSchema"] if s["name"] == "HostCall"]
     assert ("fields" if raw["meta"]["preprocessedProfileVersion"] >= 55 else "data") in schema
     assert any(category["name"] == "Host" for category in raw["meta"]["categories"])

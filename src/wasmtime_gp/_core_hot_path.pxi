@@ -9,11 +9,11 @@ from posix.types cimport clockid_t
 from wasmtime_gp._native.atomics cimport (
     gp_add_int, gp_load_i64, gp_load_u64, gp_load_u64_ordered, gp_store_i64, gp_store_u64,
 )
-from wasmtime_gp._native.calls cimport gp_wasm_depth, gp_wasm_entered_ns
+from wasmtime_gp._native.calls cimport gp_wasm_depth, gp_wasm_innermost_entry_ns
 from wasmtime_gp._native.clock cimport monotonic_ns, thread_cpu_ns, thread_switches
 from wasmtime_gp._native.posix cimport (
     pthread_equal, pthread_getcpuclockid, pthread_mutex_destroy, pthread_mutex_init, pthread_mutex_lock,
-    pthread_mutex_unlock, pthread_self, pthread_t,
+    pthread_mutex_trylock, pthread_mutex_unlock, pthread_self, pthread_t,
 )
 from wasmtime_gp._ticker cimport TICK_RING, read_stamp
 
@@ -28,8 +28,6 @@ cdef int64_t outside_min_ns = OUTSIDE_MIN_NS
 # What a preemption costs the preempted thread's CPU clock when it gets its CPU back (measured by
 # benchmarks/outside_wasm.py: a pure-wasm guest's CPU time after a tick, when it was preempted meanwhile).
 cdef int64_t SWITCH_IN_NS = 25000
-# A stretch that ran this long on a CPU outside wasm is no preemption's cost: all its time is outside wasm.
-cdef int64_t OUTSIDE_SURE_NS = 100000
 
 
 cdef inline bint on_last_thread(SamplerState *s) noexcept nogil:
@@ -101,7 +99,8 @@ cdef inline uint64_t embedder_ticks_left(SamplerState *s) noexcept nogil:
 
 
 cdef inline bint outside_wasm(SamplerState *s, uint64_t ticks, uint64_t step, int64_t checked_ns,
-                              int64_t cpu_now, OutsideStretch *stretch) noexcept nogil:
+                              int64_t cpu_now, long waits_before_lock, long preemptions_before_lock,
+                              OutsideStretch *stretch) noexcept nogil:
     """For a sample now due (before it is taken): whether the guest comes back from outside wasm, and if so
     `stretch` (all but its anchor): the time from the tick that made it due to this check, how much of it the
     guest's thread ran on a CPU, and the intervals it stands for, in all and on a CPU.
@@ -117,11 +116,13 @@ cdef inline bint outside_wasm(SamplerState *s, uint64_t ticks, uint64_t step, in
     wasm's: the guest was in wasm at that tick, the one Wasmtime armed the deadline for (a tick that lands
     after a sample counted the ticks and before Wasmtime read the epoch, as when the thread is preempted
     there).
-    A stretch stands for every interval since it was due, split by its CPU time into on and off a CPU, if it
-    waited or ran at least OUTSIDE_SURE_NS on a CPU; else for its CPU time only (one sample, mostly): a rare
-    pure-wasm guest wrongly seen outside after a preemption (its CPU clock charged for more than SWITCH_IN_NS)
-    then weighs one sample, not the milliseconds it waited for its CPU.
-    Time not in a wasm call we saw begin (between calls) is never the guest's, nor a wrapped host call's
+    A stretch that waited stands for every interval since it was due (blocked time is the guest's, and so is
+    waiting for a CPU after it), split by its CPU time into on and off a CPU. One that did not stands for its
+    CPU time only: time descheduled counts nowhere, outside wasm as in wasm (a guest preempted in wasm gets
+    one sample when it resumes, as ever), and a rare pure-wasm guest wrongly seen outside after a preemption
+    weighs the CPU its clock was charged, not the milliseconds it waited for its CPU.
+    Time before the innermost wasm call we saw begin (between calls, or in another store's) is never the
+    guest's, nor is a wrapped host call's
     (_core_sampler's host_exit counts that). The guest's thread, lock held, no GIL.
     """
     cdef Subscription *sub = s.subscription
@@ -140,7 +141,7 @@ cdef inline bint outside_wasm(SamplerState *s, uint64_t ticks, uint64_t step, in
         if ticks - due < TICK_RING:
             return 0  # checked before the ticker could stamp the tick: at once
         due_ns = s.last_wall_ns + <int64_t>step * gp_load_i64(&sub.clock.interval_ns)  # long written over
-    if due_ns <= gp_wasm_entered_ns:
+    if due_ns <= gp_wasm_innermost_entry_ns():
         return 0  # the tick came before this call: its entry's epoch check took the sample
     stretch_length = checked_ns - due_ns
     if stretch_length <= outside_min_ns:
@@ -149,24 +150,30 @@ cdef inline bint outside_wasm(SamplerState *s, uint64_t ticks, uint64_t step, in
         on_cpu = cpu_now - cpu_at_due
     else:
         on_cpu = stretch_length - ((checked_ns - s.last_wall_ns) - (cpu_now - s.last_cpu_ns))
-    if s.last_waits < 0 or not thread_switches(&waits, &preemptions):
+    if s.last_waits < 0:
+        return False
+    if waits_before_lock >= 0:  # the callback waited for our own lock: that wait is not the guest's
+        waits, preemptions = waits_before_lock, preemptions_before_lock
+    elif not thread_switches(&waits, &preemptions):
         return False
     # Being switched back in costs the thread CPU time that its own clock counts (on a VM, about 20 us):
     # what a preempted guest spent getting its CPU back is no host code.
     on_cpu = min(max(on_cpu - (preemptions - s.last_preemptions) * SWITCH_IN_NS, 0), stretch_length)
     stretch.stretch_ns, stretch.on_cpu_ns = stretch_length, on_cpu
-    if waits <= s.last_waits and ticks > due:
+    interval_ns = <int64_t>step * gp_load_i64(&sub.clock.interval_ns)
+    # Only where the guest may have run wasm since the tick it was due at for about one interval: a host
+    # function that computed for longer is no tick Wasmtime armed late.
+    if waits <= s.last_waits and ticks > due and on_cpu <= interval_ns * 3 // 2 + outside_min_ns:
         latest_ns = read_stamp(sub.clock.tick_ns, sub.clock.tick_of, ticks)
         if (latest_ns < 0 or checked_ns - latest_ns <= outside_min_ns
                 or (cpu_at_latest >= 0 and cpu_now - cpu_at_latest <= outside_min_ns)):
             return False  # at once after the latest tick (so soon the ticker may not have stamped it yet)
-    if waits > s.last_waits or on_cpu >= OUTSIDE_SURE_NS:
+    if waits > s.last_waits:
         stretch.samples = max(1, missed)
-        stretch.on_cpu_samples = (stretch.samples * on_cpu + stretch_length // 2) // stretch_length
+        stretch.on_cpu_samples = <uint64_t>(<double>stretch.samples * on_cpu / stretch_length + 0.5)
         return True
     if on_cpu <= outside_min_ns:
         return False
-    interval_ns = <int64_t>step * gp_load_i64(&sub.clock.interval_ns)
     stretch.samples = min(max(1, missed), max(1, (on_cpu + interval_ns // 2) // interval_ns))
     stretch.on_cpu_samples = stretch.samples
     return True
@@ -217,7 +224,12 @@ cdef wasmtime_error_t *on_epoch_deadline(
     cdef OutsideStretch stretch
     cdef bint interrupt, timed_out, deadline_reached, outside
     cdef uint64_t ticks, step, since, delta, left
-    pthread_mutex_lock(&s.lock)
+    cdef long waits_before_lock = -1, preemptions_before_lock = 0
+    if pthread_mutex_trylock(&s.lock) != 0:
+        # Held by another thread (a rotate(), a property read): count the guest's waits before ours.
+        if not thread_switches(&waits_before_lock, &preemptions_before_lock):
+            waits_before_lock = -1
+        pthread_mutex_lock(&s.lock)
     s.callbacks += 1
     delta = next_check_when_idle(s)
     if s.wasmtime_profiler != NULL and s.sampling and s.store != NULL and s.subscription != NULL:
@@ -226,7 +238,8 @@ cdef wasmtime_error_t *on_epoch_deadline(
         since = ticks - s.last_sample_ticks if ticks >= s.last_sample_ticks else 0
         if since >= step:
             cpu_now = thread_cpu_ns()
-            outside = outside_wasm(s, ticks, step, checked_ns, cpu_now, &stretch)
+            outside = outside_wasm(s, ticks, step, checked_ns, cpu_now, waits_before_lock,
+                                   preemptions_before_lock, &stretch)
             stretch.anchor = s.samples
             take_sample(s, checked_ns, cpu_now)
             if outside:

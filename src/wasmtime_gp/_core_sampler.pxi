@@ -8,7 +8,7 @@ from libc.string cimport memmove
 from wasmtime_gp._native.atomics cimport (
     gp_add_u64_ordered, gp_load_i64, gp_load_u64, gp_load_u64_ordered, gp_store_u64,
 )
-from wasmtime_gp._native.calls cimport gp_wasm_depth, gp_wasm_entered_ns
+from wasmtime_gp._native.calls cimport gp_wasm_enter, gp_wasm_leave
 from wasmtime_gp._native.clock cimport monotonic_ns, thread_cpu_ns, thread_switches
 from wasmtime_gp._native.posix cimport (
     pthread_mutex_init, pthread_mutex_lock, pthread_mutex_unlock, pthread_self,
@@ -116,24 +116,20 @@ def keep_deadline(EmbedderEpoch embedder, size_t store_ptr=0, DeadlineKeeper pre
 
 def wasm_call_enter() -> None:
     """This thread enters wasm through wasmtime-py (a call, or an instantiation that runs a start function);
-    wasm_call_leave() when it returns. Only time inside such a call can be the guest's time outside wasm."""
-    global gp_wasm_depth, gp_wasm_entered_ns
-    if gp_wasm_depth == 0:
-        gp_wasm_entered_ns = monotonic_ns()
-    gp_wasm_depth += 1
+    wasm_call_leave() when it returns. Only time inside the innermost such call can be the guest's time
+    outside wasm."""
+    gp_wasm_enter(monotonic_ns())
 
 
 def wasm_call_leave() -> None:
-    global gp_wasm_depth
-    if gp_wasm_depth > 0:
-        gp_wasm_depth -= 1
+    gp_wasm_leave()
 
 
 def _set_outside_min_ns(int64_t ns) -> int:
     """For benchmarks/outside_wasm.py, which measures what it should be: set the lateness from which a sample
     may be outside wasm (0: every late sample is kept, with its timings); return the previous value."""
     global outside_min_ns
-    previous, outside_min_ns = outside_min_ns, ns
+    previous, outside_min_ns = outside_min_ns, max(0, ns)
     return previous
 
 

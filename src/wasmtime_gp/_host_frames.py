@@ -86,8 +86,8 @@ def splice(
         end, stretch = times[index], stretch_ns / 1e6
         share = cpu[index] / count
         cpu[index], stacks[index] = share, leaves[0]
-        extra.extend((end - stretch * k / count, leaves[k], share) for k in range(1, count))
-        table.add_outside_marker(end - stretch, end, count, on_cpu_ns, stretch_ns)
+        extra.extend((max(end - stretch * k / count, 0.0), leaves[k], share) for k in range(1, count))
+        table.add_outside_marker(max(end - stretch, 0.0), end, count, on_cpu_ns, stretch_ns)
     rows = [(times[i], stacks[i], cpu[i]) for i in range(len(stacks)) if i not in dropped]
     rows += extra
     rows.sort(key=lambda row: row[0])

@@ -45,9 +45,13 @@ cdef struct Subscription:
     int64_t guest_cpu_ns[TICK_RING]  # the guest thread's CPU time just after the tick
     uint64_t guest_cpu_of[TICK_RING]  # which tick that was
 
+# A stamp's slot while its value is being written.
+cdef uint64_t NO_TICK = 0xFFFFFFFFFFFFFFFF
+
 cdef inline int64_t read_stamp(const int64_t *values, const uint64_t *ticks, uint64_t tick) noexcept nogil:
     """A stamp of `tick` (a time or a CPU time, >= 0), or -1 if its slot holds another tick's: not stamped
-    yet, or already written over (any thread; the ticker writes the value, then the tick's number)."""
+    yet, or already written over (any thread; the ticker writes NO_TICK, the value, then the tick's
+    number)."""
     cdef int slot = tick % TICK_RING
     cdef int64_t value
     if gp_load_u64_ordered(&ticks[slot]) != tick:

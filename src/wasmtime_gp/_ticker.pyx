@@ -65,6 +65,15 @@ cdef bint clock_spins(EngineClock *clock) noexcept nogil:
     return False
 
 
+cdef inline void write_stamp(int64_t *values, uint64_t *ticks, int slot, uint64_t tick,
+                             int64_t value) noexcept nogil:
+    """The writer's half of read_stamp: no tick's number over the slot while its value changes, so a reader
+    never takes the value of the tick written next for the one before."""
+    gp_store_u64_ordered(&ticks[slot], NO_TICK)
+    gp_store_i64_ordered(&values[slot], value)
+    gp_store_u64_ordered(&ticks[slot], tick)
+
+
 cdef void stamp_tick(EngineClock *clock) noexcept nogil:
     """Stamp the tick that just landed: the time, then the CPU time of each guest thread whose sample is due
     or late (ticker thread, `lock` held). After the epoch moved, not before: a ticker preempted in between
@@ -75,14 +84,13 @@ cdef void stamp_tick(EngineClock *clock) noexcept nogil:
     cdef Subscription *s = clock.subscriptions
     cdef int64_t guest_clock
     cdef timespec ts
-    gp_store_i64_ordered(&clock.tick_ns[slot], monotonic_ns())
-    gp_store_u64_ordered(&clock.tick_of[slot], tick)
+    write_stamp(clock.tick_ns, clock.tick_of, slot, tick, monotonic_ns())
     while s != NULL:
         guest_clock = gp_load_i64(&s.guest_cpu_clock)
         if (guest_clock != 0 and tick - gp_load_u64(&s.guest_cpu_from_tick) < TICK_RING
                 and clock_gettime(<clockid_t>guest_clock, &ts) == 0):
-            gp_store_i64_ordered(&s.guest_cpu_ns[slot], <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec)
-            gp_store_u64_ordered(&s.guest_cpu_of[slot], tick)
+            write_stamp(s.guest_cpu_ns, s.guest_cpu_of, slot, tick,
+                        <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec)
         s = s.next
 
 

@@ -166,12 +166,14 @@ def observe_epoch_calls(
     wasmtime.Store.set_epoch_deadline = set_epoch_deadline  # type: ignore[method-assign]
 
 
-# The C functions through which wasmtime-py enters wasm: a call, and the instantiations that run a start function.
+# The C functions through which wasmtime-py enters wasm: a call, the instantiations that run a start function,
+# and defining a module on a linker (a reactor's _initialize).
 WASM_ENTRIES = (
     "wasmtime_func_call",
     "wasmtime_instance_new",
     "wasmtime_linker_instantiate",
     "wasmtime_instance_pre_instantiate",
+    "wasmtime_linker_module",
 )
 
 

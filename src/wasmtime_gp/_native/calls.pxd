@@ -3,4 +3,6 @@ from libc.stdint cimport int64_t
 
 cdef extern from "calls.h" nogil:
     int gp_wasm_depth
-    int64_t gp_wasm_entered_ns
+    void gp_wasm_enter(int64_t now)
+    void gp_wasm_leave()
+    int64_t gp_wasm_innermost_entry_ns()
