@@ -429,8 +429,9 @@ cdef class Sampler:
             stretch = s.outside[i]
             out.append((stretch.anchor, stretch.samples, stretch.on_cpu_samples, stretch.stretch_ns,
                         stretch.on_cpu_ns))
-        memmove(s.outside, s.outside + taken, (s.outside_len - taken) * sizeof(OutsideStretch))
-        s.outside_len -= taken
+        if taken:  # (none taken: s.outside may be NULL, and NULL + 0 is undefined behaviour in C)
+            memmove(s.outside, s.outside + taken, (s.outside_len - taken) * sizeof(OutsideStretch))
+            s.outside_len -= taken
         pthread_mutex_unlock(&s.lock)
         return out
 
