@@ -5,8 +5,6 @@ from __future__ import annotations
 import bisect
 import copy
 import gzip
-import inspect
-import io
 import json
 import posixpath
 import subprocess
@@ -19,13 +17,13 @@ import pytest
 import tools
 import wasmtime
 from conftest import make_engine
-from elftools.dwarf.dwarfinfo import DebugSectionDescriptor, DwarfConfig, DWARFInfo
+from elftools.dwarf.dwarfinfo import DWARFInfo
 
 from wasmtime_gp import GuestProfiler, Profile, ProfilerTypeError, ProfilerValueError
 from wasmtime_gp._abi import WASMTIME_MAJOR
 from wasmtime_gp._symbols import lines as _source_lines
 from wasmtime_gp._symbols.artifact import MalformedArtifact
-from wasmtime_gp._symbols.dwarf import ModuleDwarf, SourceFrame, SourceLine, wasm_sections
+from wasmtime_gp._symbols.dwarf import ModuleDwarf, SourceFrame, SourceLine, _dwarf_info, wasm_sections
 from wasmtime_gp.cli import main
 from wasmtime_gp.exports import to_collapsed, to_speedscope
 from wasmtime_gp.exports.pprof import _profile_class, to_pprof
@@ -347,21 +345,6 @@ def test_lazy_decoding_reads_what_a_full_reading_reads(dwarf_programs, program):
     )  # every frame, function, file, line, column and inline frame
 
 
-def _reference_info(sections: dict[str, bytes]) -> DWARFInfo:
-    def descriptor(name: str) -> DebugSectionDescriptor | None:
-        data = sections.get(name)
-        if data is None:
-            return None
-        return DebugSectionDescriptor(io.BytesIO(data), name, 0, len(data), 0)
-
-    # One keyword per section, named after it (debug_line_sec -> .debug_line): the list grows between releases.
-    names = [p for p in inspect.signature(DWARFInfo.__init__).parameters if p.endswith("_sec")]
-    return DWARFInfo(
-        config=DwarfConfig(little_endian=True, machine_arch="wasm", default_address_size=4),
-        **{name: descriptor("." + name[: -len("_sec")]) for name in names},
-    )
-
-
 class _ReferenceInline(NamedTuple):
     low: int
     high: int
@@ -380,7 +363,7 @@ class FullReading:
         if ".debug_info" not in custom or ".debug_line" not in custom:
             raise LookupError("the module has no DWARF (compile with -g, and do not strip it)")
         try:
-            info = _reference_info(custom)
+            info = _dwarf_info(custom)  # pyelftools over the same sections, as the package reads them
             self._rows: list[tuple[int, SourceLine | None]] = []
             self._inlines: list[_ReferenceInline] = []
             self._functions: list[tuple[int, int, SourceLine | None]] = []
