@@ -153,7 +153,9 @@ def test_time_before_a_call_is_never_outside_wasm(spins_for):
             guest.call("run", spins_for(0.002))
             time.sleep(0.005)
     profile = profiler.profile()
-    assert sum(outside_share(profile)) < 0.05, profile.top(5)
+    # Counted, the 20 sleeps between calls (100 ms, 200 intervals) would be over 40 % of the samples; a rare
+    # short stretch a loaded machine gives a pure-wasm guest weighs a few of these 100 or so.
+    assert sum(outside_share(profile)) < 0.15, profile.top(5)
 
 
 def test_every_export_and_filter_shows_it():
