@@ -23,7 +23,14 @@ from wasmtime_gp import GuestProfiler, Profile, ProfilerTypeError, ProfilerValue
 from wasmtime_gp._abi import WASMTIME_MAJOR
 from wasmtime_gp._symbols import lines as _source_lines
 from wasmtime_gp._symbols.artifact import MalformedArtifact
-from wasmtime_gp._symbols.dwarf import ModuleDwarf, SourceFrame, SourceLine, _dwarf_info, wasm_sections
+from wasmtime_gp._symbols.dwarf import (
+    ModuleDwarf,
+    SourceFrame,
+    SourceLine,
+    _dwarf_info,
+    dwarf_sections,
+    wasm_sections,
+)
 from wasmtime_gp.cli import main
 from wasmtime_gp.exports import to_collapsed, to_speedscope
 from wasmtime_gp.exports.pprof import _profile_class, to_pprof
@@ -358,10 +365,8 @@ class FullReading:
     """The reading this package did until it decoded lazily: every unit with pyelftools, into one table."""
 
     def __init__(self, wasm: bytes) -> None:
-        self.code, custom = wasm_sections(wasm)
+        self.code, custom = dwarf_sections(wasm)
         self.code_start = self.code.start
-        if ".debug_info" not in custom or ".debug_line" not in custom:
-            raise LookupError("the module has no DWARF (compile with -g, and do not strip it)")
         try:
             info = _dwarf_info(custom)  # pyelftools over the same sections, as the package reads them
             self._rows: list[tuple[int, SourceLine | None]] = []

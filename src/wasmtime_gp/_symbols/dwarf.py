@@ -75,6 +75,14 @@ def wasm_sections(wasm: bytes) -> tuple[range, dict[str, bytes]]:
     return code, custom
 
 
+def dwarf_sections(wasm: bytes) -> tuple[range, dict[str, bytes]]:
+    """What wasm_sections() returns, for a module with DWARF; LookupError for one without."""
+    code, custom = wasm_sections(wasm)
+    if ".debug_info" not in custom or ".debug_line" not in custom:
+        raise LookupError("the module has no DWARF (compile with -g, and do not strip it)")
+    return code, custom
+
+
 def _dwarf_info(sections: dict[str, bytes]) -> DWARFInfo:
     def descriptor(name: str) -> DebugSectionDescriptor | None:
         data = sections.get(name)
@@ -142,10 +150,8 @@ class ModuleDwarf:
     """The line table and inlined calls of one module, decoded as lookups need them."""
 
     def __init__(self, wasm: bytes) -> None:
-        self.code, custom = wasm_sections(wasm)
+        self.code, custom = dwarf_sections(wasm)
         self.code_start = self.code.start
-        if ".debug_info" not in custom or ".debug_line" not in custom:
-            raise LookupError("the module has no DWARF (compile with -g, and do not strip it)")
         self._custom = custom
         self._line_section = custom[".debug_line"]
         self._lock = threading.Lock()  # profilers of one .wasm share this; decoding is done once
