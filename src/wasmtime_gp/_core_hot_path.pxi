@@ -7,7 +7,8 @@ from libc.stdlib cimport calloc, free, realloc
 from posix.types cimport clockid_t
 
 from wasmtime_gp._native.atomics cimport (
-    gp_add_int, gp_load_i64, gp_load_u64, gp_load_u64_ordered, gp_store_i64, gp_store_u64,
+    gp_add_int, gp_load_i64, gp_load_u64, gp_load_u64_ordered, gp_store_i64,
+    gp_store_u64_ordered,
 )
 from wasmtime_gp._native.calls cimport gp_wasm_depth, gp_wasm_innermost_entry_ns
 from wasmtime_gp._native.clock cimport monotonic_ns, thread_cpu_ns, thread_switches
@@ -35,20 +36,27 @@ cdef inline bint on_last_thread(SamplerState *s) noexcept nogil:
     return s.have_last and pthread_equal(s.last_thread, pthread_self())
 
 
-cdef inline void take_sample(SamplerState *s, int64_t checked_ns, int64_t now) noexcept nogil:
+cdef inline void take_sample(SamplerState *s, int64_t checked_ns, int64_t now,
+                             bint read_waits) noexcept nogil:
     """Record the store's wasm stack and this thread's CPU time since the last one; `checked_ns` and `now`:
-    the time and the thread's CPU time when the guest's epoch check (or host call's return) asked for it.
+    the time when the guest's epoch check (or host call's return) asked for it, and the thread's CPU time
+    then (or, checked at once after its tick, when the ticker read it just before that tick).
 
+    The thread's wait count (outside_wasm's) is read again after the sample when `read_waits`, or when the
+    thread was off a CPU for more than outside_min_ns since the last sample: it can only have waited then.
     The guest's thread, lock held: from the epoch callback (no GIL) or host_exit (GIL held).
     """
     cdef pthread_t me = pthread_self()
-    cdef int64_t entered
+    cdef int64_t entered, cpu_before = 0
     cdef uint64_t delta = 0, cost
     cdef clockid_t guest_clock
     cdef bint same_thread = on_last_thread(s)
     # A CPU delta is only meaningful against a reading taken on this same thread.
     if same_thread and now >= s.last_cpu_ns:
         delta = <uint64_t>(now - s.last_cpu_ns)
+        read_waits = read_waits or (checked_ns - s.last_wall_ns) - <int64_t>delta > outside_min_ns
+    else:
+        read_waits = True
     if s.subscription != NULL and (not same_thread or gp_load_i64(&s.subscription.guest_cpu_clock) == 0):
         if pthread_getcpuclockid(me, &guest_clock) == 0:  # the clock the ticker stamps its ticks with
             gp_store_i64(&s.subscription.guest_cpu_clock, <int64_t>guest_clock)
@@ -56,24 +64,45 @@ cdef inline void take_sample(SamplerState *s, int64_t checked_ns, int64_t now) n
     s.last_cpu_ns = now
     s.have_last = now >= 0
     s.last_wall_ns = checked_ns
+    if s.budget_ppm:
+        cpu_before = thread_cpu_ns()
     entered = monotonic_ns()
     api.guestprofiler_sample(s.wasmtime_profiler, s.store, delta)
     s.sampling_ns += <uint64_t>(monotonic_ns() - entered)
     # After the sample: a wait inside it (for a lock of Wasmtime's another thread holds) is not the guest's.
-    if not thread_switches(&s.last_waits, &s.last_preemptions):
+    if read_waits and not thread_switches(&s.last_waits, &s.last_preemptions):
         s.last_waits = -1
     s.samples += 1
     s.strides += s.stride
-    if s.budget_ppm and now >= 0:
+    if s.budget_ppm and cpu_before >= 0:
         # The next samples come `stride` intervals apart, so that one costs at most the budget's share of
-        # them. The cost is the thread's CPU time (one more clock read, with a budget only): a sample
+        # them. The cost is the thread's CPU time (two clock reads, with a budget only): a sample
         # preempted for 20 ms must not stretch the interval 1,000 times. The mean halves its distance to
         # each new cost: a deepening stack is followed within a sample or two, and a stack that turned
         # shallow brings the stride back to 1 within about twice the last spacing.
-        cost = <uint64_t>max(0, thread_cpu_ns() - now)
+        cost = <uint64_t>max(0, thread_cpu_ns() - cpu_before)
         s.cost_ns = (s.cost_ns + cost) // 2 if s.cost_ns else cost
         s.stride = min(MAX_STRIDE, max(1, (s.cost_ns * 1000000 + s.budget_ppm * s.interval_ns - 1)
                                        // (s.budget_ppm * s.interval_ns)))
+
+
+cdef inline int64_t stamped_cpu_ns(SamplerState *s, uint64_t ticks, uint64_t step,
+                                   int64_t checked_ns) noexcept nogil:
+    """For a sample now due: the guest thread's CPU time as the ticker read it just before the tick the
+    sample was due at, if the check comes at once after that tick (no later tick, and within outside_min_ns
+    of its landing, or before the ticker stamped its time), on the thread of the last sample. Then the
+    sample needs no clock of its own: a system call here, about 0.6 us. Otherwise -1: the caller reads the
+    clock and asks outside_wasm. The guest's thread, lock held, no GIL."""
+    cdef Subscription *sub = s.subscription
+    cdef uint64_t due = s.last_sample_ticks + step
+    cdef int64_t due_ns, cpu_ns
+    if ticks != due or not on_last_thread(s):
+        return -1
+    due_ns = read_stamp(sub.clock.tick_ns, sub.clock.tick_of, due)
+    if due_ns >= 0 and checked_ns - due_ns > outside_min_ns:
+        return -1
+    cpu_ns = read_stamp(sub.guest_cpu_ns, sub.guest_cpu_of, due)
+    return cpu_ns if cpu_ns >= s.last_cpu_ns else -1
 
 
 cdef inline uint64_t own_ticks(SamplerState *s, int64_t tick_ns) noexcept nogil:
@@ -222,7 +251,7 @@ cdef wasmtime_error_t *on_epoch_deadline(
     cdef int64_t checked_ns = monotonic_ns()
     cdef int64_t cpu_now
     cdef OutsideStretch stretch
-    cdef bint interrupt, timed_out, deadline_reached, outside
+    cdef bint interrupt, timed_out, deadline_reached, late, outside
     cdef uint64_t ticks, step, since, delta, left
     cdef long waits_before_lock = -1, preemptions_before_lock = 0
     if pthread_mutex_trylock(&s.lock) != 0:
@@ -237,11 +266,15 @@ cdef wasmtime_error_t *on_epoch_deadline(
         step = own_ticks(s, gp_load_i64(&s.subscription.clock.interval_ns))
         since = ticks - s.last_sample_ticks if ticks >= s.last_sample_ticks else 0
         if since >= step:
-            cpu_now = thread_cpu_ns()
-            outside = outside_wasm(s, ticks, step, checked_ns, cpu_now, waits_before_lock,
-                                   preemptions_before_lock, &stretch)
+            cpu_now = stamped_cpu_ns(s, ticks, step, checked_ns)
+            late = cpu_now < 0
+            outside = False
+            if late:  # or its tick not stamped: read the clock, and whether the guest was outside wasm
+                cpu_now = thread_cpu_ns()
+                outside = outside_wasm(s, ticks, step, checked_ns, cpu_now, waits_before_lock,
+                                       preemptions_before_lock, &stretch)
             stretch.anchor = s.samples
-            take_sample(s, checked_ns, cpu_now)
+            take_sample(s, checked_ns, cpu_now, late or waits_before_lock >= 0)
             if outside:
                 note_outside(s, stretch)
             # Inside a host call, wasm checks its epoch as soon as it is called back into: the whole
@@ -251,7 +284,7 @@ cdef wasmtime_error_t *on_epoch_deadline(
             # Counted from the end of the sample, as Wasmtime arms the next deadline then: ticks that landed
             # while it was taken are no interval of the guest's (and the next is due at the tick armed for).
             s.last_sample_ticks = gp_load_u64_ordered(&s.subscription.clock.ticks)
-            gp_store_u64(&s.subscription.guest_cpu_from_tick, s.last_sample_ticks + step)
+            gp_store_u64_ordered(&s.subscription.guest_cpu_from_tick, s.last_sample_ticks + step)
             delta = step
         else:
             delta = step - since  # woken by the embedder's tick (or interrupt()): not our interval yet

@@ -6,7 +6,7 @@ from libc.stdlib cimport calloc
 from libc.string cimport memmove
 
 from wasmtime_gp._native.atomics cimport (
-    gp_add_u64_ordered, gp_load_i64, gp_load_u64, gp_load_u64_ordered, gp_store_u64,
+    gp_add_u64_ordered, gp_load_i64, gp_load_u64, gp_load_u64_ordered,
 )
 from wasmtime_gp._native.calls cimport gp_wasm_enter, gp_wasm_leave
 from wasmtime_gp._native.clock cimport monotonic_ns, thread_cpu_ns, thread_switches
@@ -395,13 +395,13 @@ cdef class Sampler:
             pthread_mutex_unlock(&s.lock)
             return
         anchor = s.samples
-        take_sample(s, ended, thread_cpu_ns())
+        take_sample(s, ended, thread_cpu_ns(), True)
         # The anchor is one of the call's samples; without samples of its own it only marks the stack.
         s.host_extra += <int64_t>(own + pending) - 1
         # Keep the part of an interval not yet sampled, and have the caller's wasm sample when it is
         # up: without this, it would take a sample for ticks just given to this call.
         s.last_sample_ticks += own * step
-        gp_store_u64(&subscription.guest_cpu_from_tick, s.last_sample_ticks + step)
+        gp_store_u64_ordered(&subscription.guest_cpu_from_tick, s.last_sample_ticks + step)
         left = embedder_ticks_left(s)
         pthread_mutex_unlock(&s.lock)
         if own:

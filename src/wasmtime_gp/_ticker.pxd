@@ -14,9 +14,9 @@ cpdef enum:
     # On one CPU every tick preempts the guest (a context switch, about 20 us): no faster tick than this.
     SINGLE_CPU_MIN_TICK_NS = SPIN_BELOW_NS
 
-    # The last this many ticks of each clock are stamped just after they land (the time, and a guest
-    # thread's CPU time) at [tick % TICK_RING], with the tick's number: a sample knows when the tick it
-    # was due at landed.
+    # The last this many ticks of each clock are stamped at [tick % TICK_RING], with the tick's number: a
+    # guest thread's CPU time just before the tick lands, its time just after. A sample knows when the tick
+    # it was due at landed, and how much CPU time the guest had used by then.
     TICK_RING = 64
 
 cdef struct EngineClock:
@@ -38,11 +38,12 @@ cdef struct Subscription:
     bint spin                      # may wake early and spin (short interval, a spare CPU)
     uint64_t generation            # the process it was made in: a forked child orphans its parent's
     # The guest's thread, as its sampler last saw it: from the tick its next sample is due at, and for
-    # TICK_RING ticks, the ticker reads that thread's CPU clock (a system call) at each tick, so that a late
-    # sample can tell how long the guest ran on a CPU after that tick without reaching an epoch check.
+    # TICK_RING ticks, the ticker reads that thread's CPU clock (a system call) just before each tick. A
+    # sample checked at once takes it as its CPU time (reading none on the guest's thread); a late one
+    # can tell how long the guest ran on a CPU after that tick without reaching an epoch check.
     int64_t guest_cpu_clock        # a clockid_t (0: none yet); written by the sampler, read by the ticker
-    uint64_t guest_cpu_from_tick   # the tick the sampler's next sample is due at
-    int64_t guest_cpu_ns[TICK_RING]  # the guest thread's CPU time just after the tick
+    uint64_t guest_cpu_from_tick   # the tick the sampler's next sample is due at (published after the clock)
+    int64_t guest_cpu_ns[TICK_RING]  # the guest thread's CPU time just before the tick
     uint64_t guest_cpu_of[TICK_RING]  # which tick that was
 
 # A stamp's slot while its value is being written.

@@ -14,7 +14,7 @@ from posix.types cimport clockid_t
 from libc.errno cimport ETIMEDOUT
 
 from wasmtime_gp._native.atomics cimport (
-    gp_add_u64_ordered, gp_load_i64, gp_load_u64, gp_store_i64, gp_store_i64_ordered, gp_store_u64_ordered,
+    gp_add_u64_ordered, gp_load_i64, gp_store_i64, gp_store_i64_ordered, gp_store_u64_ordered,
 )
 from wasmtime_gp._native.clock cimport monotonic_ns
 from wasmtime_gp._native.posix cimport *
@@ -74,24 +74,29 @@ cdef inline void write_stamp(int64_t *values, uint64_t *ticks, int slot, uint64_
     gp_store_u64_ordered(&ticks[slot], tick)
 
 
-cdef void stamp_tick(EngineClock *clock) noexcept nogil:
-    """Stamp the tick that just landed: the time, then the CPU time of each guest thread whose sample is due
-    or late (ticker thread, `lock` held). After the epoch moved, not before: a ticker preempted in between
-    would make wasm look late. Reading another thread's CPU clock is a system call: once per sample while
-    the guest keeps up, at each tick for TICK_RING ticks while it is away from wasm."""
-    cdef uint64_t tick = clock.ticks
+cdef void stamp_guest_cpu(EngineClock *clock, uint64_t tick) noexcept nogil:
+    """Stamp the CPU time of each guest thread whose sample is due or late at `tick`, just before it lands
+    (ticker thread, `lock` held): a sample checked at once after its tick takes this as its CPU time, and so
+    reads no clock of its own. Reading another thread's CPU clock is a system call: once per sample while the
+    guest keeps up, at each tick for TICK_RING ticks while it is away from wasm."""
     cdef int slot = tick % TICK_RING
     cdef Subscription *s = clock.subscriptions
     cdef int64_t guest_clock
     cdef timespec ts
-    write_stamp(clock.tick_ns, clock.tick_of, slot, tick, monotonic_ns())
     while s != NULL:
-        guest_clock = gp_load_i64(&s.guest_cpu_clock)
-        if (guest_clock != 0 and tick - gp_load_u64(&s.guest_cpu_from_tick) < TICK_RING
-                and clock_gettime(<clockid_t>guest_clock, &ts) == 0):
-            write_stamp(s.guest_cpu_ns, s.guest_cpu_of, slot, tick,
-                        <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec)
+        # The tick first: the sampler publishes its thread's clock before the tick it is due at.
+        if tick - gp_load_u64_ordered(&s.guest_cpu_from_tick) < TICK_RING:
+            guest_clock = gp_load_i64(&s.guest_cpu_clock)
+            if guest_clock != 0 and clock_gettime(<clockid_t>guest_clock, &ts) == 0:
+                write_stamp(s.guest_cpu_ns, s.guest_cpu_of, slot, tick,
+                            <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec)
         s = s.next
+
+
+cdef void stamp_time(EngineClock *clock) noexcept nogil:
+    """Stamp the time of the tick that just landed (ticker thread, `lock` held). After the epoch moved, not
+    before: a ticker preempted in between would make wasm look late."""
+    write_stamp(clock.tick_ns, clock.tick_of, clock.ticks % TICK_RING, clock.ticks, monotonic_ns())
 
 
 cdef void *ticker_main(void *arg) noexcept nogil:
@@ -141,11 +146,12 @@ cdef void *ticker_main(void *arg) noexcept nogil:
         clock = clocks
         while clock != NULL:
             if clock.next_tick_ns <= now:
+                stamp_guest_cpu(clock, clock.ticks + 1)
                 # Counted before the epoch moves: a callback woken by this tick must read it, or a host
                 # call starting just after would count the same tick again.
                 gp_add_u64_ordered(&clock.ticks, 1)
                 increment_epoch(clock.engine)
-                stamp_tick(clock)
+                stamp_time(clock)
                 interval = clock.interval_ns
                 clock.next_tick_ns += interval
                 # After a stall (suspend, overload) skip the missed ticks instead of bursting them.
