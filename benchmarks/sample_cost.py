@@ -126,9 +126,9 @@ def report(workload: str, interval_us: int, lines: list[str]) -> None:
     print(f"\n{workload} at {interval_us} us: guest CPU {epoch:.3f} s without callbacks (median)")
     print("| config | callbacks (median) | us per callback, min / median | vs +sample (median) |")
     print("|---|---|---|---|")
-    for config in costs:
+    for config, cost in costs.items():
         calls = statistics.median(calls for _, calls in runs[config])
-        low, mid = costs[config][0], statistics.median(costs[config])
+        low, mid = cost[0], statistics.median(cost)
         print(f"| {config} | {calls:.0f} | {low:.2f} / {mid:.2f} | {mid / floor:.2f}x |")
 
 
@@ -148,8 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     for workload in args.workloads:
         for interval_us in args.intervals:
             done = subprocess.run(
-                [sys.executable, __file__, "--worker", workload, str(interval_us / 1e6), str(args.reps),
-                 "--configs", *args.configs],
+                [
+                    sys.executable,
+                    __file__,
+                    "--worker",
+                    workload,
+                    str(interval_us / 1e6),
+                    str(args.reps),
+                    "--configs",
+                    *args.configs,
+                ],
                 capture_output=True,
                 text=True,
                 check=True,
