@@ -36,10 +36,11 @@ def ticker_clock_count() -> int:
 # Benchmarks only (benchmarks/sample_cost.py): our epoch callback's parts, one at a time. A bare callback
 # replaces the sampler's own on its store; the sampler's ticker subscription keeps ticking the engine.
 cdef enum BarePart:
-    BARE_DEADLINE = 0   # only set the next deadline: Wasmtime's own callback path
-    BARE_SAMPLE = 1     # and wasmtime_guestprofiler_sample (CPU delta 0)
-    BARE_CPU_CLOCK = 2  # and a read of the thread's CPU clock, for the delta
-    BARE_LOCK = 3       # and a mutex held around it all
+    BARE_TICKING = 0    # set a far deadline once: the engine ticks, the guest is never called back
+    BARE_DEADLINE = 1   # only set the next deadline: Wasmtime's own callback path
+    BARE_SAMPLE = 2     # and wasmtime_guestprofiler_sample (CPU delta 0)
+    BARE_CPU_CLOCK = 3  # and a read of the thread's CPU clock, for the delta
+    BARE_LOCK = 4       # and a mutex held around it all
 
 cdef struct BareState:
     wasmtime_guestprofiler_sample_fn sample
@@ -69,7 +70,7 @@ cdef wasmtime_error_t *bare_callback(wasmtime_context_t *context, void *data, ui
     if b.parts >= BARE_LOCK:
         pthread_mutex_unlock(&b.lock)
     update_kind[0] = WASMTIME_UPDATE_DEADLINE_CONTINUE
-    epoch_deadline_delta[0] = 1
+    epoch_deadline_delta[0] = 1 if b.parts >= BARE_DEADLINE else 1ULL << 48
     return NULL
 
 
@@ -93,8 +94,8 @@ cdef class BareCallback:
         cdef wasmtime_store_t *store
         if sample == NULL or set_callback == NULL:
             raise RuntimeError("the wasmtime C API lacks the guest profiler or epoch callbacks")
-        if not sampler.running or not (BARE_DEADLINE <= parts <= BARE_LOCK):
-            raise ValueError("a started sampler and parts in 0..3")
+        if not sampler.running or not (BARE_TICKING <= parts <= BARE_LOCK):
+            raise ValueError("a started sampler and parts in 0..4")
         self.state = <BareState *>calloc(1, sizeof(BareState))
         if self.state == NULL:
             raise MemoryError()
