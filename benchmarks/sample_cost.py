@@ -98,11 +98,11 @@ def worker(workload: str, interval: float, rounds: int, configs: list[str]) -> N
     engine, module, make = runner(workload)
     measure("ticking", interval, engine, module, make)  # warm up
     order = ["ticking", *configs]
-    for _ in range(rounds):
+    for round_ in range(rounds):
         random.shuffle(order)
         for config in order:
             cpu, calls = measure(config, interval, engine, module, make)
-            print(f"{config} {cpu:.6f} {calls}", flush=True)
+            print(f"{os.getpid()}.{round_} {config} {cpu:.6f} {calls}", flush=True)
 
 
 def report(workload: str, interval_us: int, lines_of: dict[str, list[str]]) -> None:
@@ -110,13 +110,16 @@ def report(workload: str, interval_us: int, lines_of: dict[str, list[str]]) -> N
     print("| build | config | callbacks (median) | us per callback, min / median | vs +sample (median) |")
     print("|---|---|---|---|---|")
     for build, lines in lines_of.items():
+        # Each run against the `ticking` run of its own round: drifts between rounds cancel.
+        fields = [line.split() for line in lines]
+        ticking_of = {round_: float(cpu) for round_, config, cpu, _ in fields if config == "ticking"}
         runs: dict[str, list[tuple[float, int]]] = {}
-        for line in lines:
-            config, cpu, calls = line.split()
-            runs.setdefault(config, []).append((float(cpu), int(calls)))
-        ticking = statistics.median(cpu for cpu, _ in runs.pop("ticking"))
+        for round_, config, cpu, calls in fields:
+            if config != "ticking":
+                runs.setdefault(config, []).append((float(cpu) - ticking_of[round_], int(calls)))
+        rounds_ticking = sorted(ticking_of.values())
         costs = {
-            config: sorted(1e6 * (cpu - ticking) / calls for cpu, calls in config_runs if calls)
+            config: sorted(1e6 * extra / calls for extra, calls in config_runs if calls)
             for config, config_runs in runs.items()
         }
         floor = statistics.median(costs["+sample"]) if "+sample" in costs else None
@@ -127,7 +130,7 @@ def report(workload: str, interval_us: int, lines_of: dict[str, list[str]]) -> N
             low, mid = costs[config][0], statistics.median(costs[config])
             ratio = f"{mid / floor:.2f}x" if floor else ""
             print(f"| {build} | {config} | {calls:.0f} | {low:.2f} / {mid:.2f} | {ratio} |")
-        print(f"| {build} | ticking (guest CPU s, median) | | {ticking:.3f} | |")
+        print(f"| {build} | ticking (guest CPU s, median) | | {statistics.median(rounds_ticking):.3f} | |")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,8 +7,7 @@ from libc.stdlib cimport calloc, free, realloc
 from posix.types cimport clockid_t
 
 from wasmtime_gp._native.atomics cimport (
-    gp_add_int, gp_load_i64, gp_load_u64, gp_load_u64_ordered, gp_store_i64,
-    gp_store_u64_ordered,
+    gp_add_int, gp_load_i64, gp_load_u64, gp_load_u64_ordered, gp_store_i64, gp_store_u64_release,
 )
 from wasmtime_gp._native.calls cimport gp_wasm_depth, gp_wasm_innermost_entry_ns
 from wasmtime_gp._native.clock cimport monotonic_ns, thread_cpu_ns, thread_switches
@@ -284,7 +283,7 @@ cdef wasmtime_error_t *on_epoch_deadline(
             # Counted from the end of the sample, as Wasmtime arms the next deadline then: ticks that landed
             # while it was taken are no interval of the guest's (and the next is due at the tick armed for).
             s.last_sample_ticks = gp_load_u64_ordered(&s.subscription.clock.ticks)
-            gp_store_u64_ordered(&s.subscription.guest_cpu_from_tick, s.last_sample_ticks + step)
+            gp_store_u64_release(&s.subscription.guest_cpu_from_tick, s.last_sample_ticks + step)
             delta = step
         else:
             delta = step - since  # woken by the embedder's tick (or interrupt()): not our interval yet

@@ -401,7 +401,7 @@ cdef class Sampler:
         # Keep the part of an interval not yet sampled, and have the caller's wasm sample when it is
         # up: without this, it would take a sample for ticks just given to this call.
         s.last_sample_ticks += own * step
-        gp_store_u64_ordered(&subscription.guest_cpu_from_tick, s.last_sample_ticks + step)
+        gp_store_u64_release(&subscription.guest_cpu_from_tick, s.last_sample_ticks + step)
         left = embedder_ticks_left(s)
         pthread_mutex_unlock(&s.lock)
         if own:

@@ -14,7 +14,8 @@ from posix.types cimport clockid_t
 from libc.errno cimport ETIMEDOUT
 
 from wasmtime_gp._native.atomics cimport (
-    gp_add_u64_ordered, gp_load_i64, gp_store_i64, gp_store_i64_ordered, gp_store_u64_ordered,
+    gp_add_u64_ordered, gp_load_i64, gp_load_u64_acquire, gp_store_i64, gp_store_i64_ordered,
+    gp_store_u64_ordered,
 )
 from wasmtime_gp._native.clock cimport monotonic_ns
 from wasmtime_gp._native.posix cimport *
@@ -85,7 +86,7 @@ cdef void stamp_guest_cpu(EngineClock *clock, uint64_t tick) noexcept nogil:
     cdef timespec ts
     while s != NULL:
         # The tick first: the sampler publishes its thread's clock before the tick it is due at.
-        if tick - gp_load_u64_ordered(&s.guest_cpu_from_tick) < TICK_RING:
+        if tick - gp_load_u64_acquire(&s.guest_cpu_from_tick) < TICK_RING:
             guest_clock = gp_load_i64(&s.guest_cpu_clock)
             if guest_clock != 0 and clock_gettime(<clockid_t>guest_clock, &ts) == 0:
                 write_stamp(s.guest_cpu_ns, s.guest_cpu_of, slot, tick,

@@ -15,6 +15,9 @@ static inline uint64_t gp_load_u64_ordered(const uint64_t *p) { return __atomic_
 static inline void gp_store_u64_ordered(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
 static inline int64_t gp_load_i64_ordered(const int64_t *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
 static inline void gp_store_i64_ordered(int64_t *p, int64_t v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
+/* A value that publishes the stores made before it, to a thread that loads it with acquire. */
+static inline void gp_store_u64_release(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline uint64_t gp_load_u64_acquire(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 /* Reference counts: the new count. */
 static inline int gp_add_int(int *p, int v) { return __atomic_add_fetch(p, v, __ATOMIC_ACQ_REL); }
 

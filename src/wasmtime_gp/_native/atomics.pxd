@@ -12,4 +12,6 @@ cdef extern from "atomics.h" nogil:
     void gp_store_u64_ordered(uint64_t *p, uint64_t v)
     int64_t gp_load_i64_ordered(const int64_t *p)
     void gp_store_i64_ordered(int64_t *p, int64_t v)
+    void gp_store_u64_release(uint64_t *p, uint64_t v)
+    uint64_t gp_load_u64_acquire(const uint64_t *p)
     int gp_add_int(int *p, int v)
