@@ -2,6 +2,7 @@
 
     python -m pip install '.[bench]' && python benchmarks/run.py          # the full run (about 25 min)
     python benchmarks/run.py --quick                                     # a smoke run (about 2 min)
+    python benchmarks/run.py --intervals 1000 100 10 --build before=/tmp/old/bin/python  # beside another build
 
 Every run is a fresh process (benchmarks/worker.py); configurations are interleaved, each repeated --reps
 times; the table gives min and median. Raw runs and the summary go to --out as JSON.
@@ -53,8 +54,9 @@ def prepare() -> tuple[Path, Path, Path]:
 
 
 def jobs_for(
-    workloads: list[str], intervals: list[float], gil_intervals: list[float]
+    workloads: list[str], intervals: list[float], gil_intervals: list[float], builds: list[str]
 ) -> list[dict[str, Any]]:
+    """Every configuration; `builds`: labels of other builds whose wasmtime-gp runs beside this one's."""
     jobs = []
     for workload in workloads:
         for one_core in (False, True):
@@ -67,6 +69,12 @@ def jobs_for(
                 for interval in intervals
                 for config in PROFILERS
             )
+            jobs.extend(
+                {"workload": workload, "config": "wasmtime-gp", "interval": interval, "one_core": one_core,
+                 "build": build}
+                for interval in intervals
+                for build in builds
+            )  # fmt: skip
         jobs.append({"workload": workload, "config": "plain", "interval": None, "gil": True})
         jobs.extend(
             {"workload": workload, "config": config, "interval": interval, "gil": True}
@@ -76,16 +84,22 @@ def jobs_for(
     for job in jobs:
         job.setdefault("one_core", False)
         job.setdefault("gil", False)
+        job.setdefault("build", None)
     return jobs
 
 
 def key(job: dict[str, Any]) -> str:
-    return f"{job['workload']}|{job['config']}|{job['interval']}|{int(job['one_core'])}|{int(job['gil'])}"
+    build = f"|{job['build']}" if job["build"] else ""
+    return (
+        f"{job['workload']}|{job['config']}|{job['interval']}|{int(job['one_core'])}|{int(job['gil'])}{build}"
+    )
 
 
-def run_job(job: dict[str, Any], programs: Path, data: Path, cli: Path) -> dict[str, Any]:
+def run_job(
+    job: dict[str, Any], programs: Path, data: Path, cli: Path, pythons: dict[str, str]
+) -> dict[str, Any]:
     spec = dict(job, programs=str(programs), data=str(data), cli=str(cli))
-    command = [sys.executable, str(HERE / "worker.py"), json.dumps(spec)]
+    command = [pythons.get(job["build"], sys.executable), str(HERE / "worker.py"), json.dumps(spec)]
     if job["one_core"]:
         command = ["taskset", "-c", "0", *command]
     done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=600)
@@ -113,9 +127,15 @@ def summarise(jobs: list[dict[str, Any]], runs: dict[str, list[dict[str, Any]]])
             rows.append(row)
             continue
         row["wall_min_s"], row["wall_median_s"] = min(walls), statistics.median(walls)
+        cpus = [run["cpu_s"] for run in runs[key(job)] if "cpu_s" in run]
+        if cpus:
+            row["cpu_median_s"] = statistics.median(cpus)
         if job["interval"] is not None:
-            base = dict(job, config=BASELINE[job["config"]], interval=None)
-            epoch = dict(job, config=EPOCH_BASELINE[job["config"]], interval=None)
+            base = dict(job, config=BASELINE[job["config"]], interval=None, build=None)
+            epoch = dict(job, config=EPOCH_BASELINE[job["config"]], interval=None, build=None)
+            base_cpu = median_of(key(base), "cpu_s")
+            if base_cpu and cpus:
+                row["cpu_overhead_pct"] = 100 * (row["cpu_median_s"] / base_cpu - 1)
             base_wall = median_of(key(base), "wall_s")
             epoch_wall = median_of(key(epoch), "wall_s")
             samples = median_of(key(job), "samples")
@@ -137,8 +157,11 @@ def summarise(jobs: list[dict[str, Any]], runs: dict[str, list[dict[str, Any]]])
         elif job["gil"] or job["config"] != "plain":
             plain = dict(job, config="plain", gil=False)
             plain_wall = median_of(key(plain), "wall_s")
+            plain_cpu = median_of(key(plain), "cpu_s")
             if plain_wall and job["config"] != "cli":
                 row["overhead_pct"] = 100 * (row["wall_median_s"] / plain_wall - 1)
+            if plain_cpu and cpus and job["config"] != "cli":
+                row["cpu_overhead_pct"] = 100 * (row["cpu_median_s"] / plain_cpu - 1)
         rss = median_of(key(job), "peak_rss_kb")
         if rss:
             row["peak_rss_mb"] = rss / 1024
@@ -153,7 +176,7 @@ def fmt(value: Any, spec: str) -> str:
 def print_table(rows: list[dict[str, Any]]) -> None:
     header = (
         "| workload | config | interval | placement | GIL burner | wall min / median (s) | overhead | "
-        "us/sample | floor us | rate | finish ms | profile KB | peak RSS MB |"
+        "process CPU s | CPU overhead | us/sample | floor us | rate | finish ms | profile KB | peak RSS MB |"
     )
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
@@ -163,9 +186,12 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         if row["errors"]:
             walls += f" ({row['errors'][0][:60]})"
         overhead = fmt(row.get("overhead_pct"), "+.1f")
+        cpu_overhead = fmt(row.get("cpu_overhead_pct"), "+.1f")
+        config = f"{row['config']} ({row['build']})" if row.get("build") else row["config"]
         print(
-            f"| {row['workload']} | {row['config']} | {interval} | {'one core' if row['one_core'] else 'free core'} "
+            f"| {row['workload']} | {config} | {interval} | {'one core' if row['one_core'] else 'free core'} "
             f"| {'yes' if row['gil'] else ''} | {walls} | {overhead + ' %' if overhead else ''} "
+            f"| {fmt(row.get('cpu_median_s'), '.3f')} | {cpu_overhead + ' %' if cpu_overhead else ''} "
             f"| {fmt(row.get('us_per_sample'), '.1f')} | {fmt(row.get('floor_us'), '.2f')} "
             f"| {fmt(row.get('rate_pct'), '.1f') + ' %' if 'rate_pct' in row else ''} "
             f"| {fmt(row.get('finish_ms'), '.1f')} | {fmt(row.get('profile_kb'), '.0f')} "
@@ -202,20 +228,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="example guest only, 1 ms and 100 us, 2 reps")
     parser.add_argument("--out", type=Path, default=BUILD / "results.json")
+    parser.add_argument("--intervals", nargs="+", type=int, help="in us (default: 10000 1000 100 20 10)")
+    parser.add_argument(
+        "--build",
+        action="append",
+        default=[],
+        metavar="LABEL=PYTHON",
+        help="another build's interpreter: its wasmtime-gp rows run beside this one's (repeatable)",
+    )
     args = parser.parse_args(argv)
 
     programs, data, cli = prepare()
+    pythons = dict(build.split("=", 1) for build in args.build)
+    intervals = [us / 1e6 for us in args.intervals] if args.intervals else INTERVALS
     if args.quick:
-        jobs, reps = jobs_for(["example"], [0.001, 0.0001], [0.001]), min(args.reps, 2)
+        jobs, reps = jobs_for(["example"], [0.001, 0.0001], [0.001], list(pythons)), min(args.reps, 2)
     else:
-        jobs, reps = jobs_for(WORKLOADS, INTERVALS, GIL_INTERVALS), args.reps
+        jobs = jobs_for(WORKLOADS, intervals, [i for i in GIL_INTERVALS if i in intervals], list(pythons))
+        reps = args.reps
     runs: dict[str, list[dict[str, Any]]] = {key(job): [] for job in jobs}
     started = time.monotonic()
     for rep in range(reps):
         order = list(jobs)
         random.Random(rep).shuffle(order)  # interleaved, in a different order each round
         for index, job in enumerate(order):
-            runs[key(job)].append(run_job(job, programs, data, cli))
+            runs[key(job)].append(run_job(job, programs, data, cli, pythons))
             print(
                 f"\rround {rep + 1}/{reps}: {index + 1}/{len(order)} runs",
                 end="",

@@ -94,7 +94,9 @@ def cli(command: Path, interval_us: int, seconds: float, profiled: bool) -> dict
             args.append(f"--profile=guest,{Path(scratch) / 'profile.json'},{interval_us}us")
         args += ["--invoke", "sleep", str(guest), str(round(seconds * 1e9))]
         before = cpu_ns(resource.RUSAGE_CHILDREN)
-        subprocess.run(args, check=True, stdout=subprocess.DEVNULL, timeout=seconds + 60)
+        subprocess.run(
+            args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=seconds + 60
+        )
         return {"cpu_ns": cpu_ns(resource.RUSAGE_CHILDREN) - before, "ticks": 0}
 
 

@@ -8,9 +8,11 @@ are in the README and in benchmarks/embedder_epochs.py).
 
 from __future__ import annotations
 
+import ctypes
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -148,3 +150,43 @@ def test_a_closed_store_raises_wasmtime_pys_error():
     store.close()
     with pytest.raises(ValueError, match="closed"):
         store.set_epoch_deadline(1)
+
+
+def test_an_epoch_callback_of_the_embedders_own_is_left_in_place():
+    """A callback the embedder set through wasmtime's private bindings (as benchmarks/python_peer.py does)
+    replaces our guard: from then on that store's deadlines are left to Wasmtime and to that callback."""
+    from wasmtime import _bindings
+
+    engine = make_engine()
+    module = wasmtime.Module(engine, SPIN)
+    store = wasmtime.Store(engine)
+    store.set_epoch_deadline(1 << 40)  # guarded (from Wasmtime 34; recorded only before)
+    calls = []
+
+    def on_deadline(context, data, delta, kind):  # type: ignore[no-untyped-def]
+        calls.append(context)
+        delta[0], kind[0] = 1, 0  # continue, one tick later
+        return 0
+
+    setter = _bindings._wasmtime_store_epoch_deadline_callback
+    callback = setter.argtypes[1](on_deadline)
+    setter(store.ptr(), callback, None, ctypes.cast(0, setter.argtypes[3]))
+    store.set_epoch_deadline(1)
+    instance = wasmtime.Instance(store, module, [])
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(0.001):
+            engine.increment_epoch()
+
+    ticker = threading.Thread(target=tick)
+    ticker.start()
+    try:
+        for _ in range(200):  # until the callback ran a few times: a trap here is the bug
+            instance.exports(store)["count"](store, 5_000_000)
+            if len(calls) >= 3:
+                break
+    finally:
+        stop.set()
+        ticker.join()
+    assert len(calls) >= 3

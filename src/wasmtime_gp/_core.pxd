@@ -101,6 +101,7 @@ cdef class EmbedderEpoch:
 cdef class DeadlineKeeper:
     """Keeps the embedder's epoch deadline of one store, in the SamplerState our callback on it reads."""
     cdef SamplerState *state               # one reference
+    cdef bint attached                     # our callback was set on the store with this state
 
 
 cdef class Sampler:

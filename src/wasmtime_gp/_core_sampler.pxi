@@ -91,6 +91,12 @@ cdef class DeadlineKeeper:
         pthread_mutex_unlock(&self.state.lock)
         return attached
 
+    @property
+    def guarded(self) -> bool:
+        """Whether our callback on the store ever read this deadline: if it no longer does while the store
+        lives, another callback replaced it."""
+        return self.attached
+
     def after_fork_in_child(self) -> None:
         """In a forked child: the lock may have been held by a thread the child does not have."""
         pthread_mutex_init(&self.state.lock, NULL)
@@ -111,6 +117,7 @@ def keep_deadline(EmbedderEpoch embedder, size_t store_ptr=0, DeadlineKeeper pre
     if store_ptr:
         state_attach(
             keeper.state, <wasmtime_store_t *>store_ptr, NULL if previous is None else previous.state)
+        keeper.attached = True
     return keeper
 
 
@@ -178,6 +185,7 @@ cdef class Sampler:
         self.state.refs += 1
         pthread_mutex_unlock(&self.state.lock)
         keeper.state = self.state
+        keeper.attached = True
         return keeper
 
     def __dealloc__(self):

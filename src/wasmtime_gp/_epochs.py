@@ -34,6 +34,9 @@ _epochs: weakref.WeakKeyDictionary[wasmtime.Engine, _core.EmbedderEpoch] = weakr
 _by_engine_address: dict[int, _core.EmbedderEpoch] = {}  # what an increment of wasmtime-py's reports
 _keepers: weakref.WeakKeyDictionary[wasmtime.Store, _core.DeadlineKeeper] = weakref.WeakKeyDictionary()
 _profiled: weakref.WeakSet[wasmtime.Engine] = weakref.WeakSet()  # engines that have had a profiler
+# Stores whose epoch-deadline callback of ours was replaced by the embedder's own (set through wasmtime's
+# private bindings): their deadlines are left to Wasmtime and that callback, never guarded again.
+_displaced: weakref.WeakSet[wasmtime.Store] = weakref.WeakSet()
 
 
 def engine_epoch(engine: wasmtime.Engine) -> _core.EmbedderEpoch:
@@ -89,7 +92,11 @@ def _set_deadline(
     if keeper is None or not keeper.guards:
         engine = _wasmtime_py.store_engine(store)
         with _lock:
-            if _core.raises_genuine_traps() or engine in _profiled:
+            if keeper is not None and keeper.guarded:
+                _displaced.add(store)  # our callback was set, and someone else's replaced it since
+            if store in _displaced:
+                keeper = _core.keep_deadline(engine_epoch(engine))
+            elif _core.raises_genuine_traps() or engine in _profiled:
                 keeper = _core.keep_deadline(engine_epoch(engine), _wasmtime_py.store_address(store), keeper)
             elif keeper is None:  # Wasmtime < 34, an engine never profiled: recorded, left to Wasmtime
                 keeper = _core.keep_deadline(engine_epoch(engine))
