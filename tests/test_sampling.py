@@ -11,7 +11,7 @@ import wasmtime
 from conftest import assert_sample_count_fits, instantiate, read_profile, run_isolated, sample_bounds
 from guests import ANONYMOUS, CHAIN, NAMED
 
-from wasmtime_gp import GuestProfiler, ProfilerValueError, _abi
+from wasmtime_gp import GuestProfiler, ProfilerValueError, _abi, _core
 from wasmtime_gp.profile import OFF_CPU, ON_CPU, OUTSIDE_WASM
 
 
@@ -47,19 +47,37 @@ def test_sample_count_fits_run_time_and_interval(chain, spins_for, interval):
     assert len(read_profile(profiler.finish()).stacks) == profiler.sample_count
 
 
-def test_cpu_deltas_sum_to_the_guest_threads_cpu_time(chain, spins_for):
-    profiler = GuestProfiler(chain.store, [chain.module], interval=0.001)
-    cpu_before = time.thread_time_ns()
-    profiler.start()
-    chain.call("run", spins_for(0.5))
-    profiler.stop()
-    cpu_used_us = (time.thread_time_ns() - cpu_before) / 1000
-
-    deltas = read_profile(profiler.finish()).cpu_delta_us
-    assert deltas and all(delta >= 0 for delta in deltas)
-    assert any(delta > 0 for delta in deltas)
-    # The deltas cover start() up to the last sample: all of it but the last partial interval.
-    assert 0.8 * cpu_used_us <= sum(deltas) <= 1.02 * cpu_used_us + 1000
+@pytest.mark.parametrize("reader", ["ticker", "own clock"])
+def test_cpu_deltas_agree_with_the_guest_threads_cpu_clock(chain, spins_for, reader):
+    """Each sample's CPU time is the guest thread's CLOCK_THREAD_CPUTIME_ID: as the ticker read it just before
+    the sample's tick (an on-time sample), or as the guest's thread read it (a late one; a threshold of 0 makes
+    nearly every sample late). Either way the deltas add up to that clock's reading over the run, within 1 %."""
+    previous = _core._set_outside_min_ns(0) if reader == "own clock" else None
+    try:
+        profiler = GuestProfiler(chain.store, [chain.module], interval=0.001)
+        cpu_before = time.thread_time_ns()
+        profiler.start()
+        chain.call("run", spins_for(0.5))
+        ended_ms = time.time() * 1000
+        cpu_used_us = (time.thread_time_ns() - cpu_before) / 1000
+        profiler.stop()
+    finally:
+        if previous is not None:
+            _core._set_outside_min_ns(previous)
+    own, samples = profiler._native.own_clock_samples, profiler._native.wasmtime_sample_count
+    raw = read_profile(profiler.finish()).raw
+    deltas = raw["threads"][0]["samples"]["threadCPUDelta"]
+    assert deltas and all(delta >= 0 for delta in deltas) and any(delta > 0 for delta in deltas)
+    assert (own < samples / 2) if reader == "ticker" else (own > samples / 2), (own, samples)
+    # They cover start() to the last sample: the guest ran on after it for at most the time since (wall
+    # clock, as Wasmtime's sample times), which a loaded machine stretches.
+    last_sample_ms = raw["meta"]["startTime"] + sum(raw["threads"][0]["samples"]["timeDeltas"])
+    after_last_us = max(0.0, ended_ms - last_sample_ms) * 1000
+    assert 0.99 * (cpu_used_us - after_last_us) <= sum(deltas) <= 1.01 * cpu_used_us, (
+        sum(deltas),
+        cpu_used_us,
+        after_last_us,
+    )
 
 
 def test_guest_called_repeatedly_between_python_code(chain, spins_for):

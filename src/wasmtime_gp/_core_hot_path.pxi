@@ -270,6 +270,7 @@ cdef wasmtime_error_t *on_epoch_deadline(
             outside = False
             if late:  # or its tick not stamped: read the clock, and whether the guest was outside wasm
                 cpu_now = thread_cpu_ns()
+                s.own_clock_samples += 1
                 outside = outside_wasm(s, ticks, step, checked_ns, cpu_now, waits_before_lock,
                                        preemptions_before_lock, &stretch)
             stretch.anchor = s.samples

@@ -404,6 +404,7 @@ cdef class Sampler:
             return
         anchor = s.samples
         take_sample(s, ended, thread_cpu_ns(), True)
+        s.own_clock_samples += 1
         # The anchor is one of the call's samples; without samples of its own it only marks the stack.
         s.host_extra += <int64_t>(own + pending) - 1
         # Keep the part of an interval not yet sampled, and have the caller's wasm sample when it is
@@ -467,6 +468,12 @@ cdef class Sampler:
     @property
     def sampling_ns(self) -> int:
         return self.read_locked(&self.state.sampling_ns)
+
+    @property
+    def own_clock_samples(self) -> int:
+        """Samples whose CPU time the guest's thread read from its own clock (late ones, after a host call,
+        or the first on a thread); every other one took the ticker's reading of that clock at its tick."""
+        return self.read_locked(&self.state.own_clock_samples)
 
     @property
     def timed_out(self) -> bool:
