@@ -65,7 +65,7 @@ cdef struct SamplerState:
     uint64_t samples                       # Wasmtime's samples (its table's length, across rotations)
     int64_t host_extra                     # samples host calls add to or remove from Wasmtime's table
     uint64_t interval_ns
-    uint64_t sampling_ns                   # time spent inside wasmtime_guestprofiler_sample
+    uint64_t sampling_ns                   # time spent inside wasmtime_guestprofiler_sample (estimated)
     uint64_t own_clock_samples             # samples whose CPU time their thread read itself (not the ticker)
     uint64_t budget_ppm                    # the overhead budget, in millionths of the guest's time (0: none)
     uint64_t stride                        # intervals per sample: 1, more while a sample costs over budget

@@ -230,7 +230,8 @@ class GuestProfiler:
 
     @property
     def sampling_time(self) -> float:
-        """Seconds the guest's thread spent inside Wasmtime's sample call: the profiler's own cost there."""
+        """Seconds the guest's thread spent inside Wasmtime's sample call: the profiler's own cost there
+        (estimated: the first sample and every 16th one are timed, each standing for 16)."""
         return int(self._native.sampling_ns) / 1e9
 
     @property
