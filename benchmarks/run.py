@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from builds import add_build_option, pythons
+
 HERE = Path(__file__).resolve().parent
 BUILD = HERE / "build"
 INTERVALS = [0.01, 0.001, 0.0001, 0.00002, 0.00001]
@@ -96,10 +98,10 @@ def key(job: dict[str, Any]) -> str:
 
 
 def run_job(
-    job: dict[str, Any], programs: Path, data: Path, cli: Path, pythons: dict[str, str]
+    job: dict[str, Any], programs: Path, data: Path, cli: Path, interpreters: dict[str, str]
 ) -> dict[str, Any]:
     spec = dict(job, programs=str(programs), data=str(data), cli=str(cli))
-    command = [pythons.get(job["build"], sys.executable), str(HERE / "worker.py"), json.dumps(spec)]
+    command = [interpreters.get(job["build"], sys.executable), str(HERE / "worker.py"), json.dumps(spec)]
     if job["one_core"]:
         command = ["taskset", "-c", "0", *command]
     done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=600)
@@ -229,22 +231,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="example guest only, 1 ms and 100 us, 2 reps")
     parser.add_argument("--out", type=Path, default=BUILD / "results.json")
     parser.add_argument("--intervals", nargs="+", type=int, help="in us (default: 10000 1000 100 20 10)")
-    parser.add_argument(
-        "--build",
-        action="append",
-        default=[],
-        metavar="LABEL=PYTHON",
-        help="another build's interpreter: its wasmtime-gp rows run beside this one's (repeatable)",
-    )
+    add_build_option(parser, "its wasmtime-gp rows run beside this one's")
     args = parser.parse_args(argv)
 
     programs, data, cli = prepare()
-    pythons = dict(build.split("=", 1) for build in args.build)
+    interpreters = pythons(args)
     intervals = [us / 1e6 for us in args.intervals] if args.intervals else INTERVALS
     if args.quick:
-        jobs, reps = jobs_for(["example"], [0.001, 0.0001], [0.001], list(pythons)), min(args.reps, 2)
+        jobs, reps = jobs_for(["example"], [0.001, 0.0001], [0.001], list(interpreters)), min(args.reps, 2)
     else:
-        jobs = jobs_for(WORKLOADS, intervals, [i for i in GIL_INTERVALS if i in intervals], list(pythons))
+        jobs = jobs_for(
+            WORKLOADS, intervals, [i for i in GIL_INTERVALS if i in intervals], list(interpreters)
+        )
         reps = args.reps
     runs: dict[str, list[dict[str, Any]]] = {key(job): [] for job in jobs}
     started = time.monotonic()
@@ -252,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         order = list(jobs)
         random.Random(rep).shuffle(order)  # interleaved, in a different order each round
         for index, job in enumerate(order):
-            runs[key(job)].append(run_job(job, programs, data, cli, pythons))
+            runs[key(job)].append(run_job(job, programs, data, cli, interpreters))
             print(
                 f"\rround {rep + 1}/{reps}: {index + 1}/{len(order)} runs",
                 end="",

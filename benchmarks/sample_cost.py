@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from builds import add_build_option, pythons
+
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAMS = Path(os.environ.get("WASMTIME_GP_PROGRAMS", ROOT / "benchmarks" / "build" / "programs"))
 BARE_PARTS = {"ticking": 0, "deadline": 1, "+sample": 2, "+cpu-clock": 3, "+lock": 4}
@@ -142,18 +144,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workloads", nargs="+", default=["example", "speedtest1"], choices=SCALE)
     parser.add_argument("--intervals", nargs="+", type=int, default=[100, 20, 10], help="in us")
     parser.add_argument("--configs", nargs="+", default=CONFIGS[1:], choices=CONFIGS[1:])
-    parser.add_argument(
-        "--build",
-        action="append",
-        metavar="LABEL=PYTHON",
-        help="an interpreter with another wasmtime-gp installed (repeatable; default: this one)",
-    )
+    add_build_option(parser, "its runs beside (or, alone, instead of) this one's")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         worker(args.worker[0], float(args.worker[1]), int(args.worker[2]), args.configs)
         return 0
-    builds = dict(build.split("=", 1) for build in args.build or [f"this={sys.executable}"])
+    builds = pythons(args) or {"this": sys.executable}
     for workload in args.workloads:
         for interval_us in args.intervals:
             lines_of: dict[str, list[str]] = {label: [] for label in builds}

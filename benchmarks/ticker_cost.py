@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from builds import add_build_option, pythons
+
 HERE = Path(__file__).resolve().parent
 BUILD = HERE / "build"
 
@@ -132,19 +134,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--intervals", nargs="+", type=int, default=[1000, 100], help="in us")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument(
-        "--build",
-        action="append",
-        metavar="LABEL=PYTHON",
-        help="an interpreter with another wasmtime-gp installed (repeatable; default: this one)",
-    )
+    add_build_option(parser, "its ticker beside (or, alone, instead of) this one's")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         interval_us, seconds, profiled = int(args.worker[0]), float(args.worker[1]), args.worker[2] == "1"
         print(json.dumps(ours(interval_us, seconds, profiled)))
         return 0
-    builds = dict(build.split("=", 1) for build in args.build or [f"wasmtime-gp={sys.executable}"])
+    builds = pythons(args) or {"wasmtime-gp": sys.executable}
     command = find_cli()
     print(
         "| ticker | interval | ticks per s (median) | CPU us per tick, min / median | % of a core (median) |"
