@@ -11,7 +11,7 @@ import wasmtime
 from conftest import assert_sample_count_fits, instantiate, read_profile, run_isolated, sample_bounds
 from guests import ANONYMOUS, CHAIN, NAMED
 
-from wasmtime_gp import GuestProfiler, ProfilerValueError, _abi, _core
+from wasmtime_gp import GuestProfiler, Profile, ProfilerValueError, _abi, _core
 from wasmtime_gp.profile import OFF_CPU, ON_CPU, OUTSIDE_WASM
 
 
@@ -65,13 +65,13 @@ def test_cpu_deltas_agree_with_the_guest_threads_cpu_clock(chain, spins_for, rea
         if previous is not None:
             _core._set_outside_min_ns(previous)
     own, samples = profiler._native.own_clock_samples, profiler._native.wasmtime_sample_count
-    raw = read_profile(profiler.finish()).raw
-    deltas = raw["threads"][0]["samples"]["threadCPUDelta"]
+    profile = Profile.from_bytes(profiler.finish())
+    deltas = [1e6 * sample.cpu_delta for sample in profile.samples]
     assert deltas and all(delta >= 0 for delta in deltas) and any(delta > 0 for delta in deltas)
     assert (own < samples / 2) if reader == "ticker" else (own > samples / 2), (own, samples)
     # They cover start() to the last sample: the guest ran on after it for at most the time since (wall
     # clock, as Wasmtime's sample times), which a loaded machine stretches.
-    last_sample_ms = raw["meta"]["startTime"] + sum(raw["threads"][0]["samples"]["timeDeltas"])
+    last_sample_ms = 1000 * (profile.start_time + profile.samples[-1].time)
     after_last_us = max(0.0, ended_ms - last_sample_ms) * 1000
     assert 0.99 * (cpu_used_us - after_last_us) <= sum(deltas) <= 1.01 * cpu_used_us, (
         sum(deltas),
