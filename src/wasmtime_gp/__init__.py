@@ -13,6 +13,7 @@ from wasmtime_gp._errors import (
     WasmtimeABIError,
 )
 from wasmtime_gp.continuous import ContinuousProfiler, RotatedProfile
+from wasmtime_gp.diff import FunctionChange, ProfileDiff
 from wasmtime_gp.profile import CallNode, Frame, FunctionStats, LineStats, Profile, Sample
 from wasmtime_gp.profiler import GuestProfiler
 
@@ -22,12 +23,14 @@ __all__ = [
     "ContinuousProfiler",
     "EngineConfigError",
     "Frame",
+    "FunctionChange",
     "FunctionStats",
     "GuestProfiler",
     "GuestProfilerError",
     "LineStats",
     "ModuleEngineError",
     "Profile",
+    "ProfileDiff",
     "ProfileFormatError",
     "ProfilerStateError",
     "ProfilerTypeError",

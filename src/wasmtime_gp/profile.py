@@ -14,6 +14,7 @@ from dataclasses import FrozenInstanceError, dataclass, field
 from typing import Any, Literal
 
 from wasmtime_gp import _fxprof
+from wasmtime_gp import diff as _diff
 from wasmtime_gp._errors import ProfileFormatError
 
 # The module (the Firefox profile's resource) of the frames host_calls adds, named `[host] <module>.<name>`:
@@ -426,6 +427,16 @@ class Profile:
             )
             for f in order[:n]
         ]
+
+    def diff(
+        self, base: Profile, by: Literal["self", "total"] = "self", alpha: float = _diff.ALPHA
+    ) -> _diff.ProfileDiff:
+        """How each function's share of the samples changed from `base` to this profile, the largest change
+        first, each marked significant or not (a two-proportion z-test, Bonferroni over the functions; see
+        wasmtime_gp.diff)."""
+        if by not in ("self", "total"):
+            raise ValueError(f'by must be "self" or "total", not {by!r}')
+        return _diff.compare(base, self, by, alpha)
 
     @property
     def has_lines(self) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import TextIO
 
+from wasmtime_gp.diff import BLOCKS, ProfileDiff
 from wasmtime_gp.profile import CallNode, Frame, Profile
 
 _RESET, _BOLD, _DIM = "\x1b[0m", "\x1b[1m", "\x1b[2m"
@@ -143,6 +144,35 @@ def call_tree(profile: Profile, min_percent: float = 1.0, max_depth: int = 40, c
     if not lines:
         lines.append("(no samples with guest frames)")
     return "\n".join(lines)
+
+
+def diff_table(diff: ProfileDiff, n: int = 20, color: bool = False) -> str:
+    """The `n` largest changes of share, those beyond sampling noise marked `*` (and coloured: red grown, green
+    shrunk)."""
+    paint = _Paint(color)
+    what = "self samples (innermost)" if diff.by == "self" else "total samples (anywhere on the stack)"
+    header = (
+        f"base {diff.base_samples:,} samples, new {diff.new_samples:,}; shares of {what}; * beyond sampling "
+        f"noise (two-proportion z-test, widened by the spread over {BLOCKS} blocks of samples; "
+        f"p < {diff.alpha:g} / {len(diff.changes)} functions)"
+    )
+    lines = [
+        header,
+        "",
+        paint(
+            f"{'change':>8}  {'base %':>7}  {'new %':>7}  {'base':>8}  {'new':>8}  function [module]", _BOLD
+        ),
+    ]
+    for row in diff.changes[:n]:
+        change = f"{'*' if row.significant else ' '}{row.change:+7.1f}"
+        code = (_RED if row.change > 0 else _GREEN) if row.significant else _DIM
+        lines.append(
+            f"{paint(change, code)}  {row.base_percent:7.1f}  {row.new_percent:7.1f}  {row.base_samples:8,}  "
+            f"{row.new_samples:8,}  {paint(row.frame.function, _BOLD)}{_module_label(row.frame, paint)}"
+        )
+    if not diff.changes:
+        lines.append("  (no samples with guest frames in either profile)")
+    return "\n".join(lines) + "\n"
 
 
 def render(profile: Profile, top: int = 15, tree: bool = True, color: bool = False, lines: int = 0) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from wasmtime_gp._errors import CommandError, GuestProfilerError
-from wasmtime_gp.cli import convert, merge, report, run, view
+from wasmtime_gp.cli import convert, diff, merge, report, run, view
 
 
 class Command(Protocol):
@@ -26,7 +26,7 @@ class Command(Protocol):
     def run(self, args: argparse.Namespace) -> int: ...
 
 
-COMMANDS: tuple[Command, ...] = (run, report, convert, merge, view)
+COMMANDS: tuple[Command, ...] = (run, report, diff, convert, merge, view)
 
 _DEBUG_HELP = "show the traceback of an unexpected error (to report it)"
 

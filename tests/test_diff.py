@@ -1,0 +1,115 @@
+"""Comparing profiles (wasmtime_gp.diff, `wasmtime-gp diff`): zlib's minigzip at two compression levels, and
+`go tool pprof -diff_base` reading what `--to pprof` writes."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tools
+from test_endpoint import go_pprof
+
+from wasmtime_gp import Profile
+from wasmtime_gp.cli import main
+from wasmtime_gp.diff import two_proportion_p_value
+
+# Enough text that minigzip runs for about a second at -6 (a few thousand samples at 200 us).
+TEXT = b"".join(b"diff sample %d tick %d words of text\n" % (k, k * 7919 % 1000) for k in range(200_000))
+
+
+def _profile(directory: Path, level: int) -> Path:
+    """`wasmtime-gp run` on minigzip compressing TEXT at `level` (zlib: 1-3 deflate_fast, 4-9 deflate_slow)."""
+    if not (directory / "input.txt").exists():
+        (directory / "input.txt").write_bytes(TEXT)
+    out = directory / f"level{level}.json"
+    command = [sys.executable, "-m", "wasmtime_gp", "run", str(tools.wasm_program("minigzip")), "-o", str(out),
+               "--interval", "200us", "--dir", f"{directory}::/data", "--", "-c", f"-{level}", "/data/input.txt"]  # fmt: skip
+    done = subprocess.run(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def levels(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    directory = tmp_path_factory.mktemp("levels")
+    return _profile(directory, 1), _profile(directory, 9)
+
+
+def test_the_p_value_is_the_two_proportion_z_tests():
+    assert two_proportion_p_value(50, 100, 50, 100) == 1.0
+    assert two_proportion_p_value(0, 100, 0, 200) == 1.0  # in no sample of either
+    assert two_proportion_p_value(100, 100, 200, 200) == 1.0  # in every sample of both
+    assert two_proportion_p_value(5, 0, 5, 10) == 1.0  # an empty profile says nothing
+    # 1 % against 3 % of 1,000 samples each: pooled 2 %, z = 0.02 / sqrt(0.02 * 0.98 * 2 / 1000) = 3.194.
+    assert two_proportion_p_value(10, 1000, 30, 1000) == pytest.approx(
+        math.erfc(3.1944 / math.sqrt(2)), rel=1e-3
+    )
+    assert two_proportion_p_value(30, 1000, 10, 1000) == two_proportion_p_value(10, 1000, 30, 1000)
+
+
+def test_a_higher_compression_level_moves_the_time_to_deflate_slow(levels):
+    fast, slow = (Profile.load(path) for path in levels)
+    diff = slow.diff(fast)
+    rows = {row.frame.function: row for row in diff.changes}
+    assert diff.base_samples == fast.sample_count and diff.new_samples == slow.sample_count
+    # zlib: levels 1-3 compress with deflate_fast, 4-9 with deflate_slow, whose longest_match does the work.
+    assert rows["deflate_fast"].new_samples == 0 and rows["deflate_fast"].change < -1
+    grown = {row.frame.function for row in diff.grown(points=20)}
+    assert "longest_match" in grown, diff.changes[:6]
+    assert all(row.change > 0 for row in diff.grown())
+    # Sorted by the size of the change; shares are of each profile's own samples.
+    assert [abs(row.change) for row in diff.changes] == sorted(
+        (abs(row.change) for row in diff.changes), reverse=True
+    )
+    assert rows["deflate_fast"].base_percent == pytest.approx(
+        100 * rows["deflate_fast"].base_samples / fast.sample_count
+    )
+    total = slow.diff(fast, by="total")
+    main_row = next(row for row in total.changes if row.frame.function == "main")
+    assert main_row.base_percent > 90 and main_row.new_percent > 90 and not main_row.significant
+
+
+def test_a_profile_against_itself_changes_nothing(levels):
+    profile = Profile.load(levels[0])
+    diff = profile.diff(profile)
+    assert diff.changes and not any(row.significant or row.change for row in diff.changes)
+    with pytest.raises(ValueError, match="by must be"):
+        profile.diff(profile, by="inner")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="alpha"):
+        profile.diff(profile, alpha=1.5)
+
+
+def test_the_command_prints_the_changes_and_writes_pprof_for_go_tool_pprof(levels, tmp_path, capsys):
+    fast, slow = levels
+    assert main(["diff", str(fast), str(slow), "--to", "pprof", "-o", str(tmp_path / "pprof")]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].startswith("base ") and "two-proportion z-test" in lines[0]
+    changes = {line.split()[-2]: line.split() for line in lines[3:] if line.strip()}
+    assert changes["longest_match"][0] == "*" and float(changes["longest_match"][1]) > 0, out
+    assert float(changes["deflate_fast"][-7]) < 0, out  # the change column, marked or not
+    base, new = tmp_path / "pprof" / "base.pb.gz", tmp_path / "pprof" / "new.pb.gz"
+    assert f"go tool pprof -diff_base {base} {new}" in out
+    # The real tool: what level 1 spent in deflate_fast comes out negative, level 9's new time positive.
+    top = go_pprof(tmp_path, "-top", "-diff_base", str(base), str(new))
+    flat = {
+        line.split()[-1]: line.split()[0]
+        for line in top.splitlines()
+        if line.strip().endswith(("deflate_fast", "longest_match"))
+    }
+    assert flat["deflate_fast"].startswith("-"), top
+    assert not flat["longest_match"].startswith("-"), top
+
+
+def test_the_command_refuses_what_it_cannot_do(levels, tmp_path, capsys):
+    fast, slow = levels
+    assert main(["diff", str(fast), str(slow), "--to", "pprof"]) == 2
+    assert "--to and --output go together" in capsys.readouterr().err
+    assert main(["diff", str(fast), str(slow), "--alpha", "0"]) == 2
+    assert main(["diff", str(fast), str(tmp_path / "missing.json")]) == 2
+    assert "no such file" in capsys.readouterr().err
