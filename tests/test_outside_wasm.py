@@ -254,7 +254,10 @@ def test_a_real_program_blocked_on_its_input_is_off_cpu(tmp_path):
     # Off it means blocked, or descheduled: while outside wasm both count, in wasm neither (at most the
     # guest's CPU share of the run, here under 0.3 even on a loaded machine).
     away = 1 - profile.cpu_time / profile.duration
-    assert away - 0.3 < off < away + 0.05, (on, off, away, profile.top(5))
+    # Above it by up to 0.06 when another worker of a parallel run loads both cores (0.053-0.060 in 6 such
+    # runs): a stretch that waited stands for all its intervals, waiting for a CPU after included, while the
+    # guest's wasm bursts, preempted as often, count their CPU time only.
+    assert away - 0.3 < off < away + 0.1, (on, off, away, profile.top(5))
     assert off > 0.5, (on, off, away)
     # Blocked in fd_read is no longer fread's or ferror's: what is left is their own time and reads that did
     # not wait (the page cache held the next bytes).

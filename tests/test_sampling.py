@@ -68,7 +68,9 @@ def test_cpu_deltas_agree_with_the_guest_threads_cpu_clock(chain, spins_for, rea
     profile = Profile.from_bytes(profiler.finish())
     deltas = [1e6 * sample.cpu_delta for sample in profile.samples]
     assert deltas and all(delta >= 0 for delta in deltas) and any(delta > 0 for delta in deltas)
-    assert (own < samples / 2) if reader == "ticker" else (own > samples / 2), (own, samples)
+    # Quiet, nearly every sample takes the ticker's reading; under load, preempted ones are late and read their
+    # own: some must have taken the ticker's. With a threshold of 0, nearly every one reads its own.
+    assert (own < samples) if reader == "ticker" else (own > samples / 2), (own, samples)
     # They cover start() to the last sample: the guest ran on after it for at most the time since (wall
     # clock, as Wasmtime's sample times), which a loaded machine stretches.
     last_sample_ms = 1000 * (profile.start_time + profile.samples[-1].time)

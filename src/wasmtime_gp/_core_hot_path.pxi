@@ -132,6 +132,16 @@ cdef inline uint64_t embedder_ticks_left(SamplerState *s) noexcept nogil:
     return min(s.deadline - now, FAR_DEADLINE_TICKS) if now < s.deadline else 0
 
 
+cdef inline int64_t cpu_at_tick(Subscription *sub, uint64_t tick) noexcept nogil:
+    """The guest thread's CPU time when `tick` landed, at most: the ticker's reading just before it, plus the
+    time from that reading's start to the tick's landing, which the guest may have spent running (under load
+    the ticker can be preempted in between: without this, that wasm would count as time outside wasm after
+    the tick). -1 if either stamp is missing."""
+    cdef int64_t cpu_ns = read_stamp(sub.guest_cpu_ns, sub.guest_cpu_of, tick)
+    cdef int64_t lead_ns = read_stamp(sub.guest_cpu_lead_ns, sub.guest_cpu_lead_of, tick)
+    return cpu_ns + lead_ns if cpu_ns >= 0 and lead_ns >= 0 else -1
+
+
 cdef inline bint outside_wasm(SamplerState *s, uint64_t ticks, uint64_t step, int64_t checked_ns,
                               int64_t cpu_now, long waits_before_lock, long preemptions_before_lock,
                               OutsideStretch *stretch) noexcept nogil:
@@ -168,8 +178,8 @@ cdef inline bint outside_wasm(SamplerState *s, uint64_t ticks, uint64_t step, in
         return 0
     if not on_last_thread(s):
         return 0
-    cpu_at_due = read_stamp(sub.guest_cpu_ns, sub.guest_cpu_of, due)
-    cpu_at_latest = read_stamp(sub.guest_cpu_ns, sub.guest_cpu_of, ticks)
+    cpu_at_due = cpu_at_tick(sub, due)
+    cpu_at_latest = cpu_at_tick(sub, ticks)
     due_ns = read_stamp(sub.clock.tick_ns, sub.clock.tick_of, due)
     if due_ns < 0:
         if ticks - due < TICK_RING:
@@ -182,7 +192,9 @@ cdef inline bint outside_wasm(SamplerState *s, uint64_t ticks, uint64_t step, in
         return False
     if cpu_at_due >= 0:
         on_cpu = cpu_now - cpu_at_due
-    else:
+    elif ticks - due < TICK_RING:
+        return False  # its stamps not all written (the ticker was preempted at that tick): nothing to tell by
+    else:  # long written over: the last sample's readings bound it (the CPU one may be the ticker's, earlier)
         on_cpu = stretch_length - ((checked_ns - s.last_wall_ns) - (cpu_now - s.last_cpu_ns))
     if s.last_waits < 0:
         return False

@@ -45,6 +45,11 @@ cdef struct Subscription:
     uint64_t guest_cpu_from_tick   # the tick the sampler's next sample is due at (published after the clock)
     int64_t guest_cpu_ns[TICK_RING]  # the guest thread's CPU time just before the tick
     uint64_t guest_cpu_of[TICK_RING]  # which tick that was
+    # How long before the tick landed that reading began (the guest may have run in wasm meanwhile: a late
+    # sample takes it off the CPU time it counts after the tick). Written after the tick's time.
+    int64_t guest_cpu_lead_ns[TICK_RING]
+    uint64_t guest_cpu_lead_of[TICK_RING]
+    int64_t guest_cpu_read_at_ns       # the ticker's own: when it began reading this tick's CPU time
 
 # A stamp's slot while its value is being written.
 cdef uint64_t NO_TICK = 0xFFFFFFFFFFFFFFFF

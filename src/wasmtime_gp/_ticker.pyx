@@ -88,6 +88,7 @@ cdef void stamp_guest_cpu(EngineClock *clock, uint64_t tick) noexcept nogil:
         # The tick first: the sampler publishes its thread's clock before the tick it is due at.
         if tick - gp_load_u64_acquire(&s.guest_cpu_from_tick) < TICK_RING:
             guest_clock = gp_load_i64(&s.guest_cpu_clock)
+            s.guest_cpu_read_at_ns = monotonic_ns()
             if guest_clock != 0 and clock_gettime(<clockid_t>guest_clock, &ts) == 0:
                 write_stamp(s.guest_cpu_ns, s.guest_cpu_of, slot, tick,
                             <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec)
@@ -96,8 +97,18 @@ cdef void stamp_guest_cpu(EngineClock *clock, uint64_t tick) noexcept nogil:
 
 cdef void stamp_time(EngineClock *clock) noexcept nogil:
     """Stamp the time of the tick that just landed (ticker thread, `lock` held). After the epoch moved, not
-    before: a ticker preempted in between would make wasm look late."""
-    write_stamp(clock.tick_ns, clock.tick_of, clock.ticks % TICK_RING, clock.ticks, monotonic_ns())
+    before: a ticker preempted in between would make wasm look late. Then, for each guest CPU time stamped
+    for this tick, how long before it landed the reading began."""
+    cdef uint64_t tick = clock.ticks
+    cdef int slot = tick % TICK_RING
+    cdef int64_t landed = monotonic_ns()
+    cdef Subscription *s = clock.subscriptions
+    write_stamp(clock.tick_ns, clock.tick_of, slot, tick, landed)
+    while s != NULL:
+        if gp_load_u64_ordered(&s.guest_cpu_of[slot]) == tick:
+            write_stamp(s.guest_cpu_lead_ns, s.guest_cpu_lead_of, slot, tick,
+                        max(0, landed - s.guest_cpu_read_at_ns))
+        s = s.next
 
 
 cdef void *ticker_main(void *arg) noexcept nogil:
