@@ -1,9 +1,11 @@
 """pytest plugin of wasmtime-gp: profile WebAssembly guests in a test suite.
 
     pytest --wasm-profile[=DIR]          # or, in the ini file: wasm_profile = DIR
+    pytest --wasm-profile-baseline[=DIR] [--wasm-profile-baseline-update]
 
-Gives the `wasm_profiler` fixture, the `wasm_profile(interval=...)` marker and the
-`wasm_budget(function, max_percent, by="total")` marker. This module is separate from `wasmtime_gp`
+Gives the `wasm_profiler` fixture, the `wasm_profile(interval=...)` marker, the
+`wasm_budget(function, max_percent, by="total")` marker and the `wasm_baseline(max_growth=...)` marker
+(the regression gate's thresholds for one test). This module is separate from `wasmtime_gp`
 so that pytest can load it without loading the native extension: that happens only when a test
 asks for the fixture.
 """
@@ -13,10 +15,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import Counter
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import pytest
 
@@ -24,14 +27,27 @@ if TYPE_CHECKING:
     from wasmtime_gp import GuestProfiler, Profile
 
 DEFAULT_DIRECTORY = ".wasm-profiles"
+DEFAULT_BASELINE_DIRECTORY = ".wasm-baseline"
+# The regression gate's defaults: a function fails its test when its samples grew by more than MAX_GROWTH
+# percent against the rest of the test's, significantly (wasmtime_gp.diff), and it holds MIN_PERCENT of them.
+MAX_GROWTH = 10.0
+MIN_PERCENT = 1.0
+# Runs of a test stored as its baseline: a function must grow beyond all of them, so the baseline spans how
+# much a test's profile varies between runs (on a 2-CPU VM, the shares of small functions in one loop moved by
+# half between processes).
+BASELINE_RUNS = 3
 DEFAULT_INTERVAL = 0.001
 PROPERTY = "wasm_profile"  # the user property (JSON) that carries a test's profiles to the summary
+BASELINE_PROPERTY = "wasm_baseline"  # the user property that carries what the gate did to the summary
 SUMMARY_TESTS = 5  # heaviest tests in the terminal summary
 SUMMARY_FUNCTIONS = 3
 
 _profilers = pytest.StashKey[list["GuestProfiler"]]()
 _paths = pytest.StashKey[list[Path]]()
+_data = pytest.StashKey[list[bytes]]()  # each profile the fixture finished, as Firefox Profiler JSON
 _directory = pytest.StashKey["Path | None"]()
+_baseline = pytest.StashKey["_Baseline | None"]()
+_STATUSES = ("passed", "regressed", "stored", "not gated")  # what the gate did with a test, in the summary
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -45,8 +61,34 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=f"write the profile of each test that uses wasm_profiler into DIR (default {DEFAULT_DIRECTORY}; "
         "give it as --wasm-profile=DIR) and print a summary",
     )
+    group.addoption(
+        "--wasm-profile-baseline",
+        nargs="?",
+        const=DEFAULT_BASELINE_DIRECTORY,
+        default=None,
+        metavar="DIR",
+        help="compare each profiled test against its profile in DIR and fail it where a function grew "
+        f"significantly (default {DEFAULT_BASELINE_DIRECTORY}; a test without one stores its profile there)",
+    )
+    group.addoption(
+        "--wasm-profile-baseline-update",
+        action="store_true",
+        help="start every profiled test's baseline anew with this run's profile",
+    )
+    group.addoption(
+        "--wasm-profile-baseline-runs",
+        type=int,
+        default=BASELINE_RUNS,
+        metavar="N",
+        help=f"runs a test's baseline holds: the first N runs store, later ones compare (default {BASELINE_RUNS})",
+    )
     parser.addini(
         "wasm_profile", "like --wasm-profile=DIR: where profiled tests write their profiles", default=""
+    )
+    parser.addini(
+        "wasm_profile_baseline",
+        "like --wasm-profile-baseline=DIR: where the baseline profiles are",
+        default="",
     )
 
 
@@ -59,17 +101,35 @@ def pytest_configure(config: pytest.Config) -> None:
         "wasm_budget(function, max_percent, by='total'): fail if the guest function takes more than "
         "max_percent of this test's samples (by='self': innermost only)",
     )
-    option = config.getoption("--wasm-profile")
-    ini = config.getini("wasm_profile")
-    if option is not None:
-        directory: Path | None = Path(option)
-    elif ini:
-        directory = config.rootpath / ini
-    else:
-        directory = None
+    config.addinivalue_line(
+        "markers",
+        f"wasm_baseline(max_growth={MAX_GROWTH:g}, min_percent={MIN_PERCENT:g}, by='total', alpha=None): "
+        "with --wasm-profile-baseline, fail if a function holding min_percent of the samples grew by more than "
+        "max_growth percent against the rest, beyond sampling noise at alpha (None: wasmtime_gp.diff's); "
+        "max_growth=None: never",
+    )
+    directory = _directory_option(config, "--wasm-profile", "wasm_profile")
+    baseline_directory = _directory_option(config, "--wasm-profile-baseline", "wasm_profile_baseline")
+    update = bool(config.getoption("--wasm-profile-baseline-update"))
+    if update and baseline_directory is None:
+        raise pytest.UsageError("--wasm-profile-baseline-update needs --wasm-profile-baseline")
+    runs = config.getoption("--wasm-profile-baseline-runs")
+    if runs < 1:
+        raise pytest.UsageError(f"--wasm-profile-baseline-runs must be 1 or more, not {runs}")
+    baseline = _Baseline(baseline_directory, update, runs) if baseline_directory is not None else None
     config.stash[_directory] = directory
-    if directory is not None:
-        config.pluginmanager.register(_Summary(directory), "wasmtime-gp-summary")
+    config.stash[_baseline] = baseline
+    if directory is not None or baseline is not None:
+        config.pluginmanager.register(_Summary(directory, baseline), "wasmtime-gp-summary")
+
+
+def _directory_option(config: pytest.Config, option: str, ini: str) -> Path | None:
+    """The directory an option names, else its ini setting's (relative to the root), else None."""
+    value = config.getoption(option)
+    if value is not None:
+        return Path(value)
+    setting = config.getini(ini)
+    return config.rootpath / setting if setting else None
 
 
 def _file_stem(nodeid: str) -> str:
@@ -87,13 +147,16 @@ def wasm_profiler(request: pytest.FixtureRequest) -> Callable[..., Any]:
     gives it afterwards, to assert on.
     """
     from wasmtime_gp import GuestProfiler
+    from wasmtime_gp._files import atomic_write
 
     item = request.node
     marker = item.get_closest_marker("wasm_profile")
     default_interval = marker.kwargs.get("interval", DEFAULT_INTERVAL) if marker else DEFAULT_INTERVAL
     directory = request.config.stash[_directory]
+    keep = directory is not None or request.config.stash[_baseline] is not None
     profilers = item.stash.setdefault(_profilers, [])
     paths = item.stash.setdefault(_paths, [])
+    data = item.stash.setdefault(_data, [])
 
     @contextmanager
     def profile(store: Any, modules: Any, **options: Any) -> Iterator[GuestProfiler]:
@@ -108,10 +171,14 @@ def wasm_profiler(request: pytest.FixtureRequest) -> Callable[..., Any]:
             with profiler:
                 yield profiler
         finally:
-            if directory is not None and not profiler.finished:
-                directory.mkdir(parents=True, exist_ok=True)
-                suffix = f"-{len(profilers)}" if len(profilers) > 1 else ""
-                paths.append(profiler.save(directory / f"{_file_stem(item.nodeid)}{suffix}.json"))
+            # A profile the test finished itself is the test's: neither written nor gated.
+            if keep and not profiler.finished:
+                data.append(profiler.finish())
+                if directory is not None:
+                    directory.mkdir(parents=True, exist_ok=True)
+                    suffix = f"-{len(profilers)}" if len(profilers) > 1 else ""
+                    name = f"{_file_stem(item.nodeid)}{suffix}.json"
+                    paths.append(atomic_write(directory / name, data[-1]))
 
     return profile
 
@@ -126,6 +193,9 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     profiles = _record(item)
     for marker in item.iter_markers("wasm_budget"):
         _check_budget(marker, profiles)
+    baseline = item.config.stash[_baseline]
+    if baseline is not None and item.stash.get(_data, []):
+        baseline.check(item)
     return result
 
 
@@ -193,24 +263,145 @@ def _budget_arguments(function: str, max_percent: float, by: str = "total") -> t
     return function, float(max_percent)
 
 
+class _Baseline:
+    """The regression gate: each profiled test against `runs` profiles of it stored in `directory` before, in
+    a directory per test (`1.json`, `2.json`, ...; `new.json`: the last run that regressed)."""
+
+    def __init__(self, directory: Path, update: bool, runs: int) -> None:
+        self.directory = directory
+        self.update = update
+        self.runs = runs
+
+    def check(self, item: pytest.Item) -> None:
+        """Add the test's profile to its baseline while that holds fewer than `runs` (or start it anew when
+        updating); else compare it with them, failing the test on a regression."""
+        from wasmtime_gp import Profile
+        from wasmtime_gp._errors import ProfileFormatError
+        from wasmtime_gp._files import atomic_write
+        from wasmtime_gp.diff import regressions
+        from wasmtime_gp.merge import merge_profiles
+        from wasmtime_gp.report import diff_table
+
+        max_growth, min_percent, by, alpha = _baseline_settings(item.get_closest_marker("wasm_baseline"))
+        data = item.stash[_data]
+        profile = data[0] if len(data) == 1 else merge_profiles(data)
+        directory = self.directory / _file_stem(item.nodeid)
+        new_path = directory / "new.json"
+        stored = _stored_runs(directory)
+        if self.update:
+            for path in stored:
+                path.unlink()
+            stored = []
+        if len(stored) < self.runs:
+            directory.mkdir(parents=True, exist_ok=True)
+            atomic_write(directory / f"{len(stored) + 1}.json", profile)
+            new_path.unlink(missing_ok=True)
+            return _report(item, "stored")
+        if max_growth is None:
+            return _report(item, "not gated")
+        try:
+            # Time waiting off CPU changes with the machine's load and I/O: only where the CPU time went counts.
+            bases = [Profile.load(path).on_cpu() for path in stored]
+        except (OSError, ProfileFormatError) as exc:
+            pytest.fail(f"wasm_baseline: cannot read the baseline: {exc}", pytrace=False)
+        new = Profile.from_bytes(profile).on_cpu()
+        options: dict[str, Any] = {"by": by} if alpha is None else {"by": by, "alpha": alpha}
+        grown = regressions(bases, new, max_growth / 100, min_percent, **options)
+        if not grown:
+            new_path.unlink(missing_ok=True)
+            return _report(item, "passed")
+        atomic_write(new_path, profile)
+        _report(item, "regressed")
+        rows = "\n".join(
+            f"  {row.frame}: +{100 * row.growth:.0f} % against the rest ({row.base_percent:.1f} % -> "
+            f"{row.new_percent:.1f} % of the {by} samples, {row.base_samples:,} -> {row.new_samples:,}; "
+            f"p = {row.p_value:.1g})"
+            for row in grown
+        )
+        pytest.fail(
+            f"wasm_baseline: {len(grown)} function(s) grew by more than {max_growth:g} % against the rest of the "
+            f"test from each of its {len(bases)} baseline runs (the closest shown), beyond sampling noise:\n"
+            f"{rows}\n\nagainst baseline run 1:\n{diff_table(new.diff(bases[0], **options), 8)}\n"
+            f"this run: {new_path}\n"
+            f"see it: wasmtime-gp diff {stored[0]} {new_path} --html diff.html\n"
+            "if the change is meant, start the baseline anew from this code: --wasm-profile-baseline-update",
+            pytrace=False,
+        )
+
+
+def _stored_runs(directory: Path) -> list[Path]:
+    """The baseline runs in a test's directory, in the order they were stored."""
+    found = [path for path in directory.glob("*.json") if path.stem.isdigit()]
+    return sorted(found, key=lambda path: int(path.stem))
+
+
+def _report(item: pytest.Item, status: str) -> None:
+    item.user_properties.append((BASELINE_PROPERTY, json.dumps({"nodeid": item.nodeid, "status": status})))
+
+
+def _baseline_settings(
+    marker: pytest.Mark | None,
+) -> tuple[float | None, float, Literal["self", "total"], float | None]:
+    """The wasm_baseline marker's (max_growth, min_percent, by, alpha), checked; the defaults without one."""
+    options = dict(marker.kwargs) if marker else {}
+    if marker and marker.args:
+        raise pytest.UsageError("wasm_baseline takes keywords only: max_growth, min_percent, by, alpha")
+    max_growth = options.pop("max_growth", MAX_GROWTH)
+    min_percent = options.pop("min_percent", MIN_PERCENT)
+    by = options.pop("by", "total")
+    alpha = options.pop("alpha", None)
+    if options:
+        raise pytest.UsageError(f"wasm_baseline: unknown keywords {sorted(options)}")
+    if max_growth is not None and (not _is_number(max_growth) or max_growth < 0):
+        raise pytest.UsageError(
+            f"wasm_baseline: max_growth must be a percentage of 0 or more, or None, not {max_growth!r}"
+        )
+    if not _is_number(min_percent) or not 0 <= min_percent <= 100:
+        raise pytest.UsageError(
+            f"wasm_baseline: min_percent must be a number from 0 to 100, not {min_percent!r}"
+        )
+    if by not in ("self", "total"):
+        raise pytest.UsageError(f'wasm_baseline: by must be "self" or "total", not {by!r}')
+    if alpha is not None and (not _is_number(alpha) or not 0 < alpha < 1):
+        raise pytest.UsageError(f"wasm_baseline: alpha must be between 0 and 1, not {alpha!r}")
+    return max_growth, min_percent, by, alpha
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 class _Summary:
     """Collects the profiled tests (in the controller too, under pytest-xdist) and prints the summary."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path | None, baseline: _Baseline | None) -> None:
         self.directory = directory
+        self.baseline = baseline
         self.rows: list[dict[str, Any]] = []
+        self.gated: list[dict[str, Any]] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == "call":
-            self.rows += [
-                json.loads(str(value)) for name, value in report.user_properties if name == PROPERTY
-            ]
+            for name, value in report.user_properties:
+                if name == PROPERTY:
+                    self.rows.append(json.loads(str(value)))
+                elif name == BASELINE_PROPERTY:
+                    self.gated.append(json.loads(str(value)))
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not self.rows:
+        if not self.rows and not self.gated:
             return
         write = terminalreporter.write_line
         terminalreporter.section("wasm guest profiles (wasmtime-gp)")
+        if self.baseline is not None:
+            counts = Counter(row["status"] for row in self.gated)
+            statuses = ", ".join(f"{counts[status]} {status}" for status in _STATUSES if counts[status])
+            write(f"baselines in {self.baseline.directory}: {statuses or 'no profiled test'}")
+            for row in self.gated:
+                if row["status"] == "regressed":
+                    write(f"  regressed: {row['nodeid']}")
+        if self.directory is None or not self.rows:
+            return
         written = sum(len(row["paths"]) for row in self.rows)
         write(f"{len(self.rows)} tests profiled; {written} profiles in {self.directory}")
         for row in sorted(self.rows, key=lambda row: -row["samples"])[:SUMMARY_TESTS]:

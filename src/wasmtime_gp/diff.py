@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import statistics
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -42,6 +43,9 @@ class FunctionChange:
     new_percent: float
     p_value: float  # two-sided, of the two-proportion z-test
     significant: bool  # p_value below alpha / the number of functions compared
+    # How much its samples grew against the rest's: 0.2 when it alone became 20 % slower (0 if neither
+    # profile has samples elsewhere, infinite if it had none before).
+    growth: float
 
     @property
     def change(self) -> float:
@@ -63,6 +67,16 @@ class ProfileDiff:
         """The functions whose share grew significantly, by more than `points` percentage points."""
         return [row for row in self.changes if row.significant and row.change > points]
 
+    def regressions(self, max_growth: float, min_percent: float = 0.0) -> list[FunctionChange]:
+        """The functions that grew significantly against the rest by more than `max_growth` (0.1: 10 %), among
+        those with at least `min_percent` of the new samples; the largest growth first."""
+        rows = [
+            row
+            for row in self.changes
+            if row.significant and row.growth > max_growth and row.new_percent >= min_percent
+        ]
+        return sorted(rows, key=lambda row: -row.growth)
+
 
 def two_proportion_p_value(base: int, base_total: int, new: int, new_total: int) -> float:
     """Two-sided p-value that `base / base_total` and `new / new_total` share one proportion (pooled z-test)."""
@@ -74,6 +88,20 @@ def two_proportion_p_value(base: int, base_total: int, new: int, new_total: int)
         return 1.0
     z = (new / new_total - base / base_total) / spread
     return math.erfc(abs(z) / math.sqrt(2))
+
+
+def relative_growth(base: int, base_total: int, new: int, new_total: int) -> float:
+    """How much `new` grew against the rest of `new_total` from `base` against the rest of `base_total`:
+    (new / new_rest) / (base / base_rest) - 1, the odds ratio less one. A function that alone became 20 %
+    slower, in a profile of the same work, grows by 0.2 whatever its share."""
+    base_rest, new_rest = base_total - base, new_total - new
+    if new == 0:
+        return -1.0 if base else 0.0
+    if base == 0:
+        return math.inf
+    if new_rest == 0:
+        return 0.0 if base_rest == 0 else math.inf
+    return (new * base_rest) / (new_rest * base) - 1
 
 
 def _counts(profile: Profile, by: Literal["self", "total"]) -> dict[Frame, int]:
@@ -94,8 +122,7 @@ def _block_variances(profile: Profile, by: Literal["self", "total"]) -> dict[Fra
     shares: dict[Frame, list[float]] = {}
     for k in range(BLOCKS):
         block = samples[bounds[k] : bounds[k + 1]]
-        part = profile.__class__(profile.name, profile.interval, profile.start_time, 0.0, block)
-        for frame, count in _counts(part, by).items():
+        for frame, count in _counts(profile.with_samples(block), by).items():
             shares.setdefault(frame, [0.0] * BLOCKS)[k] = count / len(block)
     return {frame: statistics.variance(values) / BLOCKS for frame, values in shares.items()}
 
@@ -130,7 +157,36 @@ def compare(
                 100 * after / new_total if new_total else 0.0,
                 p_value,
                 p_value < threshold,
+                relative_growth(before, base_total, after, new_total),
             )
         )
     changes.sort(key=lambda row: (-abs(row.change), str(row.frame)))
     return ProfileDiff(by, base_total, new_total, alpha, changes)
+
+
+def regressions(
+    bases: Sequence[Profile],
+    new: Profile,
+    max_growth: float,
+    min_percent: float = 0.0,
+    by: Literal["self", "total"] = "total",
+    alpha: float = ALPHA,
+) -> list[FunctionChange]:
+    """The functions of `new` that grew by more than `max_growth` (0.1: 10 %) against the rest, significantly,
+    from every one of `bases` (runs of the same program: a function must leave the range they span, not just
+    differ from one run). Each is given as its change from the base it grew least from; the largest first.
+    Requiring all the tests to reject keeps the false-alarm chance at `alpha` (an intersection-union test)."""
+    if not bases:
+        raise ValueError("regressions() needs at least one base profile")
+    closest: dict[Frame, FunctionChange] = {}
+    for index, base in enumerate(bases):
+        grown = {row.frame: row for row in compare(base, new, by, alpha).regressions(max_growth, min_percent)}
+        if index == 0:
+            closest = grown
+        else:
+            closest = {
+                frame: min(row, grown[frame], key=lambda change: change.growth)
+                for frame, row in closest.items()
+                if frame in grown
+            }
+    return sorted(closest.values(), key=lambda row: -row.growth)

@@ -10,7 +10,7 @@ from wasmtime_gp._errors import CommandError
 from wasmtime_gp._files import atomic_write
 from wasmtime_gp.cli.common import add_host_option, load_profile
 from wasmtime_gp.diff import ALPHA
-from wasmtime_gp.exports import to_pprof
+from wasmtime_gp.exports import to_diff_html, to_pprof
 from wasmtime_gp.report import diff_table, use_color
 
 
@@ -33,6 +33,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="also write both profiles for `go tool pprof -diff_base`: OUTPUT/base.pb.gz, OUTPUT/new.pb.gz",
     )  # fmt: skip
     parser.add_argument("-o", "--output", type=Path, help="the directory for --to")
+    parser.add_argument(
+        "--html", type=Path, metavar="FILE",
+        help="also write a differential flame graph to FILE (offline; red: a larger share than in base)",
+    )  # fmt: skip
     add_host_option(parser)
     return parser
 
@@ -48,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     sys.stdout.write(
         diff_table(new.diff(base, by=args.by, alpha=args.alpha), args.top, use_color(sys.stdout))
     )
+    if args.html is not None:
+        print(f"wrote {atomic_write(args.html, to_diff_html(base, new).encode())}")
     if args.to == "pprof":
         args.output.mkdir(parents=True, exist_ok=True)
         written = [atomic_write(args.output / f"{name}.pb.gz", to_pprof(profile)) for name, profile in

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from wasmtime_gp.exports.collapsed import to_collapsed
-from wasmtime_gp.exports.html import to_html
+from wasmtime_gp.exports.html import to_diff_html, to_html
 from wasmtime_gp.exports.pprof import to_pprof
 from wasmtime_gp.exports.speedscope import to_speedscope
 from wasmtime_gp.profile import Profile
@@ -18,4 +18,4 @@ FORMATS: dict[str, Callable[[Profile], bytes]] = {
     "html": lambda profile: to_html(profile).encode(),
 }
 
-__all__ = ["FORMATS", "to_collapsed", "to_html", "to_pprof", "to_speedscope"]
+__all__ = ["FORMATS", "to_collapsed", "to_diff_html", "to_html", "to_pprof", "to_speedscope"]

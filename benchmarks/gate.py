@@ -1,0 +1,126 @@
+"""The pytest regression gate's false alarms and detections, on tests/gate_suite.py:
+
+    python benchmarks/gate.py --runs 20 --slow-runs 10 [--hog] [--minigzip PATH]
+
+Stores a baseline of `--baseline-runs` runs with `--wasm-profile-baseline`, runs the unchanged suite `--runs` times against it (every
+failed test is a false alarm), then `--slow-runs` times with one function 20 % slower (GATE_SLOWDOWN=0.2: a
+pass is a miss). `--hog` keeps a busy loop on every core throughout. Each run's profiles are kept
+(`--wasm-profile`), and for every test the largest growth of a function beyond the baseline runs, significant
+or not, by self and by total, is printed: how close the unchanged runs came to the threshold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from wasmtime_gp import Profile
+from wasmtime_gp.profile import Frame
+
+Growth = tuple[float, str]  # percent, and the function's name
+SUITE = Path(__file__).resolve().parent.parent / "tests" / "gate_suite.py"
+
+
+def run_suite(directory: Path, run: str, env: dict[str, str], extra: list[str]) -> tuple[int, str]:
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore",
+               "--wasm-profile-baseline=baseline", f"--wasm-profile=runs/{run}", *extra]  # fmt: skip
+    done = subprocess.run(
+        command, check=False, cwd=directory, env=env, capture_output=True, text=True, timeout=600
+    )
+    failed = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("FAILED ")]
+    return len(failed), " ".join(name.split("::")[-1] for name in failed)
+
+
+def largest_growths(directory: Path, run: str) -> dict[str, tuple[Growth, Growth]]:
+    """Per test: how far a function (holding 1 % of the samples) grew beyond the baseline runs, as the gate
+    measures it (the least growth from any of them, percent), the largest such, by self and by total."""
+    found = {}
+    for path in sorted((directory / "runs" / run).glob("*.json")):
+        stored = sorted((directory / "baseline" / path.stem).glob("[0-9]*.json"))
+        bases = [Profile.load(base).on_cpu() for base in stored]
+        new = Profile.load(path).on_cpu()
+        test = path.stem.split("_test_")[-1].rsplit("-", 1)[0]
+        found[test] = (_beyond(bases, new, "self"), _beyond(bases, new, "total"))
+    return found
+
+
+def _beyond(bases: list[Profile], new: Profile, by: Literal["self", "total"]) -> Growth:
+    least: dict[Frame, float] = {}
+    for base in bases:
+        for row in new.diff(base, by=by).changes:
+            if row.new_percent >= 1 and row.growth != float("inf"):
+                least[row.frame] = min(least.get(row.frame, row.growth), row.growth)
+    frame = max(least, key=least.__getitem__, default=None)
+    return (100 * least[frame], frame.function) if frame else (0.0, "")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=20, help="unchanged runs against the baseline")
+    parser.add_argument("--slow-runs", type=int, default=10, help="runs with one function 20 %% slower")
+    parser.add_argument("--slowdown", type=float, default=0.2, help="how much slower (0.2: 20 %%)")
+    parser.add_argument("--baseline-runs", type=int, default=3, help="runs stored as the baseline")
+    parser.add_argument("--hog", action="store_true", help="a busy loop on every core throughout")
+    parser.add_argument("--minigzip", help="minigzip.wasm: adds the suite's WASI test")
+    parser.add_argument("--pytest-args", default="", help="more pytest arguments (e.g. '-n 2')")
+    args = parser.parse_args()
+
+    directory = Path(tempfile.mkdtemp(prefix="wasmtime-gp-gate-"))
+    shutil.copy(SUITE, directory / "test_gate_suite.py")
+    env = dict(os.environ, GATE_SLOWDOWN="0")
+    if args.minigzip:
+        env["GATE_MINIGZIP"] = str(Path(args.minigzip).resolve())
+    extra = args.pytest_args.split()
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)] \
+        if args.hog else []  # fmt: skip
+    try:
+        for k in range(args.baseline_runs):
+            run_suite(
+                directory, f"stored{k}", env, extra + [f"--wasm-profile-baseline-runs={args.baseline_runs}"]
+            )
+        extra.append(f"--wasm-profile-baseline-runs={args.baseline_runs}")
+        print(f"baseline stored in {directory / 'baseline'}; {'with' if args.hog else 'no'} hog")
+        growths: dict[str, list[tuple[Growth, Growth]]] = {}
+        false_alarms = 0
+        for k in range(args.runs):
+            failed, names = run_suite(directory, f"same{k}", env, extra)
+            false_alarms += failed > 0
+            for test, pair in largest_growths(directory, f"same{k}").items():
+                growths.setdefault(test, []).append(pair)
+            print(f"unchanged run {k + 1}: {failed} failed {names}", flush=True)
+        caught = 0
+        slow_env = dict(env, GATE_SLOWDOWN=str(args.slowdown))
+        for k in range(args.slow_runs):
+            failed, names = run_suite(directory, f"slow{k}", slow_env, extra)
+            caught += "test_pipeline" in names.split()
+            print(f"slower run {k + 1}: {failed} failed {names}", flush=True)
+    finally:
+        for hog in hogs:
+            hog.kill()
+    print(f"\nunchanged: {false_alarms} of {args.runs} runs had a failed test (false alarms)")
+    print(f"{args.slowdown:.0%} slower render: caught in {caught} of {args.slow_runs} runs")
+    print(
+        "largest growth beyond the baseline runs of a function with >= 1 % of samples, unchanged runs, %: max / median"
+    )
+    for test, pairs in growths.items():
+        cells = []
+        for k, by in enumerate(("self", "total")):
+            values = sorted((pair[k] for pair in pairs), reverse=True)
+            cells.append(
+                f"{by} {values[0][0]:6.1f} ({values[0][1]}) / {statistics.median(v[0] for v in values):5.1f}"
+            )
+        print(f"  {test:12} " + "   ".join(cells))
+    shutil.rmtree(directory)
+
+
+if __name__ == "__main__":
+    main()
