@@ -69,11 +69,14 @@ class ProfileDiff:
 
     def regressions(self, max_growth: float, min_percent: float = 0.0) -> list[FunctionChange]:
         """The functions that grew significantly against the rest by more than `max_growth` (0.1: 10 %), among
-        those with at least `min_percent` of the new samples; the largest growth first."""
+        those holding at least `min_percent` of the new samples and leaving as much to the rest (against a rest
+        of a few samples, growth is that rest's noise); the largest growth first."""
         rows = [
             row
             for row in self.changes
-            if row.significant and row.growth > max_growth and row.new_percent >= min_percent
+            if row.significant
+            and row.growth > max_growth
+            and min_percent <= row.new_percent <= 100 - min_percent
         ]
         return sorted(rows, key=lambda row: -row.growth)
 

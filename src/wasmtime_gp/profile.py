@@ -527,16 +527,11 @@ class Profile:
             raise ValueError(f'host must be "include", "exclude" or "only", not {host!r}')
         return self.with_samples(samples)
 
-    def on_cpu(self) -> Profile:
-        """A copy without the samples of the guest's time off CPU outside wasm (waiting for I/O, a lock, a CPU):
-        what is left is where its CPU time went."""
-        return self.with_samples(
-            [
-                s
-                for s in self.samples
-                if s.leaf is None or not (s.leaf.is_outside and s.leaf.function == OFF_CPU)
-            ]
-        )
+    def without_outside(self) -> Profile:
+        """A copy without the samples of the guest's time outside wasm in host functions nobody wrapped
+        (`[outside wasm]`: waiting for I/O or a CPU, or the host's own work): what is left is its time in wasm
+        and in wrapped host calls."""
+        return self.with_samples([s for s in self.samples if s.leaf is None or not s.leaf.is_outside])
 
     def with_samples(self, samples: list[Sample]) -> Profile:
         """A copy of this profile's description (name, interval, times, labels) holding `samples`."""
