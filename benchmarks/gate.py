@@ -39,8 +39,8 @@ def run_suite(directory: Path, run: str, env: dict[str, str], extra: list[str]) 
 
 
 def largest_growths(directory: Path, run: str) -> dict[str, tuple[Growth, Growth]]:
-    """Per test: how far a function (holding 1 to 99 % of the samples) grew beyond the baseline runs, as the gate
-    measures it (the least growth from any of them, percent), the largest such, by self and by total."""
+    """Per test: how far a function (holding 1 to 99 % of the samples) grew beyond the baseline runs and their
+    spread, as the gate weighs it (percent), the largest such, by self and by total."""
     found = {}
     for path in sorted((directory / "runs" / run).glob("*.json")):
         stored = sorted((directory / "baseline" / path.stem).glob("[0-9]*.json"))
@@ -52,13 +52,19 @@ def largest_growths(directory: Path, run: str) -> dict[str, tuple[Growth, Growth
 
 
 def _beyond(bases: list[Profile], new: Profile, by: Literal["self", "total"]) -> Growth:
-    least: dict[Frame, float] = {}
+    """The largest growth beyond the bases' spread, as the gate weighs it: (1 + least)^2 / (1 + most) - 1."""
+    growths: dict[Frame, list[float]] = {}
     for base in bases:
         for row in new.diff(base, by=by).changes:
-            if 1 <= row.new_percent <= 99 and row.growth != float("inf"):
-                least[row.frame] = min(least.get(row.frame, row.growth), row.growth)
-    frame = max(least, key=least.__getitem__, default=None)
-    return (100 * least[frame], frame.function) if frame else (0.0, "")
+            if 1 <= row.new_percent <= 99:
+                growths.setdefault(row.frame, []).append(row.growth)
+    beyond = {
+        frame: (1 + min(values)) ** 2 / (1 + max(values)) - 1
+        for frame, values in growths.items()
+        if len(values) == len(bases) and max(values) != float("inf") and min(values) > -1
+    }
+    frame = max(beyond, key=beyond.__getitem__, default=None)
+    return (100 * beyond[frame], frame.function) if frame else (0.0, "")
 
 
 def main() -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,10 +12,12 @@ from pathlib import Path
 import pytest
 import tools
 from test_endpoint import go_pprof
+from test_exports import _chromium_dom
 
 from wasmtime_gp import Profile
 from wasmtime_gp.cli import main
-from wasmtime_gp.diff import two_proportion_p_value
+from wasmtime_gp.diff import regressions, relative_growth, two_proportion_p_value
+from wasmtime_gp.exports import to_diff_html
 
 # Enough text that minigzip runs for about a second at -6 (a few thousand samples at 200 us).
 TEXT = b"".join(b"diff sample %d tick %d words of text\n" % (k, k * 7919 % 1000) for k in range(200_000))
@@ -50,6 +53,42 @@ def test_the_p_value_is_the_two_proportion_z_tests():
         math.erfc(3.1944 / math.sqrt(2)), rel=1e-3
     )
     assert two_proportion_p_value(30, 1000, 10, 1000) == two_proportion_p_value(10, 1000, 30, 1000)
+
+
+def test_growth_is_against_the_rest_so_one_function_slower_by_a_fifth_grows_by_a_fifth():
+    # 40 of 100 samples; 20 % slower alone: 48 of 108, i.e. 48 against 60 where there were 40 against 60.
+    assert relative_growth(40, 100, 48, 108) == pytest.approx(0.2)
+    assert relative_growth(40, 100, 4800, 10800) == pytest.approx(0.2)  # whatever the sample counts
+    assert relative_growth(0, 100, 0, 100) == 0.0
+    assert relative_growth(10, 100, 0, 100) == -1.0
+    assert relative_growth(0, 100, 5, 100) == math.inf
+    assert relative_growth(100, 100, 100, 100) == 0.0  # no rest in either: nothing to grow against
+    assert relative_growth(90, 100, 100, 100) == math.inf
+
+
+def test_a_regression_must_leave_the_range_of_every_base_by_more_than_their_spread(levels):
+    fast, slow = (Profile.load(path) for path in levels)
+    found = regressions([fast], slow, max_growth=0.1, min_percent=1, by="total")
+    names = [row.change.frame.function for row in found]
+    assert "longest_match" in names, names
+    assert [row.change.growth for row in found] == sorted((row.change.growth for row in found), reverse=True)
+    for row in found:
+        assert row.change.significant and row.change.growth > 0.1 and 1 <= row.change.new_percent <= 99
+        assert row.base_spread == 0.0  # one base
+    # A function at 100 % has no rest to grow against; a base like the new one leaves nothing to report.
+    assert "main" not in names
+    assert regressions([fast, slow], slow, max_growth=0.1, min_percent=1) == []
+    assert regressions([slow], slow, max_growth=0.0) == []
+    # Two bases: each function's growth from the nearer one, and it must also exceed how far apart they are.
+    halves = [fast.with_samples(fast.samples[::2]), fast.with_samples(fast.samples[1::2])]
+    both = {row.change.frame: row for row in regressions(halves, slow, 0.1, min_percent=1, by="total")}
+    one = {row.change.frame: row for row in found}
+    assert both and set(both) <= set(one)
+    for frame, row in both.items():
+        assert row.change.growth <= one[frame].change.growth * 1.5
+        assert 1 + row.change.growth > 1.1 * (1 + row.base_spread)
+    with pytest.raises(ValueError, match="at least one base"):
+        regressions([], slow, 0.1)
 
 
 def test_a_higher_compression_level_moves_the_time_to_deflate_slow(levels):
@@ -104,6 +143,28 @@ def test_the_command_prints_the_changes_and_writes_pprof_for_go_tool_pprof(level
     }
     assert flat["deflate_fast"].startswith("-"), top
     assert not flat["longest_match"].startswith("-"), top
+
+
+def test_the_differential_flame_graph_colours_what_grew_and_works_offline(levels, tmp_path, capsys):
+    fast, slow = levels
+    page = tmp_path / "diff.html"
+    assert main(["diff", str(fast), str(slow), "--html", str(page)]) == 0
+    assert f"wrote {page}" in capsys.readouterr().out
+    text = page.read_text()
+    for needle in ("src=", "href=", "@import", "url(", "http://", "https://"):
+        assert needle not in text, needle
+    assert text == to_diff_html(Profile.load(fast), Profile.load(slow))
+    # The real page in a browser: new's tree, longest_match red (a larger share), deflate_fast only in base.
+    dom = _chromium_dom(page.as_uri(), budget_ms=3000)
+    assert '<body class="diff">' in dom
+    colours = {
+        name: tuple(map(int, rgb))
+        for *rgb, name in re.findall(r'background: rgb\((\d+), (\d+), (\d+)\);">([^<]+)<', dom)
+    }
+    red, green, blue = colours["longest_match"]
+    assert red > green + 50 and red > blue + 50, colours
+    assert len(set(colours["_start"])) == 1, colours  # grey: unchanged (every sample, in both)
+    assert "deflate_fast" not in colours  # no samples in the new profile: drawn only with base's widths
 
 
 def test_the_command_refuses_what_it_cannot_do(levels, tmp_path, capsys):

@@ -188,3 +188,132 @@ def test_xdist_workers_write_every_profile_and_the_controller_summarises(pyteste
     result.assert_outcomes(passed=4)
     assert len(_profiles_in(pytester.path / "out")) == 4
     assert "4 tests profiled; 4 profiles in out" in result.stdout.str()
+
+
+# The regression gate on tests/gate_suite.py (its README: benchmarks/gate.py measures false alarms and detections).
+GATE_SUITE = (Path(__file__).parent / "gate_suite.py").read_text()
+
+
+def _gate(pytester: pytest.Pytester, *options: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--wasm-profile-baseline=base", "--wasm-profile-baseline-runs=2", *options
+    )
+
+
+def _baseline_files(pytester: pytest.Pytester) -> dict[str, list[str]]:
+    """Each test's name -> the files in its baseline directory."""
+    return {
+        directory.name.split("_test_")[-1].rsplit("-", 1)[0]: sorted(
+            path.name for path in directory.iterdir()
+        )
+        for directory in (pytester.path / "base").iterdir()
+    }
+
+
+def test_the_gate_stores_runs_passes_the_same_code_and_fails_a_function_made_slower(
+    pytester, monkeypatch, capsys
+):
+    pytester.makepyfile(test_gate_suite=GATE_SUITE)
+    monkeypatch.setenv("GATE_SLOWDOWN", "0")
+    monkeypatch.delenv("GATE_MINIGZIP", raising=False)
+    for _ in range(2):
+        result = _gate(pytester)
+        result.assert_outcomes(passed=2, skipped=1)
+        assert "baselines in base: 2 stored" in result.stdout.str()
+    assert _baseline_files(pytester) == {"pipeline": ["1.json", "2.json"], "example": ["1.json", "2.json"]}
+    result = _gate(pytester)
+    result.assert_outcomes(passed=2, skipped=1)
+    assert "baselines in base: 2 passed" in result.stdout.str()
+
+    # render 20 % slower, nothing else: caught, also under xdist (the workers' verdicts reach the summary).
+    monkeypatch.setenv("GATE_SLOWDOWN", "0.2")
+    result = _gate(pytester, "-n", "2")
+    result.assert_outcomes(passed=1, failed=1, skipped=1)
+    out = result.stdout.str()
+    assert "FAILED test_gate_suite.py::test_pipeline" in out
+    assert "wasm_baseline: 1 function(s) grew against the rest of the test by more than 10 % beyond" in out, (
+        out
+    )
+    assert "  render [pipeline]: +" in out
+    assert "baselines in base: 1 passed, 1 regressed" in out
+    files = _baseline_files(pytester)
+    assert files == {"pipeline": ["1.json", "2.json", "new.json"], "example": ["1.json", "2.json"]}
+    # The command the failure suggests works on what it names.
+    command = next(line for line in out.splitlines() if "see it: wasmtime-gp diff" in line).split("see it: ")[
+        1
+    ]
+    pipeline = next((pytester.path / "base").glob("*pipeline*"))
+    assert command.split()[2:4] == [
+        str(Path("base") / pipeline.name / "1.json"),
+        str(Path("base") / pipeline.name / "new.json"),
+    ]
+    from wasmtime_gp.cli import main
+
+    assert (
+        main(
+            [
+                "diff",
+                str(pipeline / "1.json"),
+                str(pipeline / "new.json"),
+                "--html",
+                str(pytester.path / "d.html"),
+            ]
+        )
+        == 0
+    )
+    assert "render" in capsys.readouterr().out and (pytester.path / "d.html").is_file()
+
+    # Meant: the baseline starts anew from this code (one run, then the next adds the second).
+    result = _gate(pytester, "--wasm-profile-baseline-update")
+    result.assert_outcomes(passed=2, skipped=1)
+    assert _baseline_files(pytester) == {"pipeline": ["1.json"], "example": ["1.json"]}
+
+
+def test_the_gate_checks_its_settings_and_its_files(pytester):
+    write_tests(
+        pytester,
+        """
+        @pytest.mark.wasm_baseline(max_growth=None)
+        def test_not_gated(wasm_profiler):
+            store, module, run = guest()
+            with wasm_profiler(store, [module]):
+                run(1_000_000)
+
+        @pytest.mark.wasm_baseline(max_growth=-5)
+        def test_bad_growth(wasm_profiler):
+            store, module, run = guest()
+            with wasm_profiler(store, [module]):
+                run(1_000_000)
+
+        @pytest.mark.wasm_baseline(growth=5)
+        def test_unknown_keyword(wasm_profiler):
+            store, module, run = guest()
+            with wasm_profiler(store, [module]):
+                run(1_000_000)
+
+        def test_corrupt_baseline(wasm_profiler):
+            store, module, run = guest()
+            with wasm_profiler(store, [module]):
+                run(1_000_000)
+        """,
+    )
+    result = pytester.runpytest_subprocess("--wasm-profile-baseline-update")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--wasm-profile-baseline-update needs --wasm-profile-baseline" in result.stderr.str()
+    result = pytester.runpytest_subprocess("--wasm-profile-baseline", "--wasm-profile-baseline-runs=0")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--wasm-profile-baseline-runs must be 1 or more" in result.stderr.str()
+
+    options = ("--strict-markers", "--wasm-profile-baseline=base", "--wasm-profile-baseline-runs=1")
+    result = pytester.runpytest_subprocess(*options)
+    out = result.stdout.str()
+    result.assert_outcomes(passed=2, failed=2)
+    assert "wasm_baseline: max_growth must be a percentage of 0 or more, or None, not -5" in out
+    assert "wasm_baseline: unknown keywords ['growth']" in out
+    corrupt = next((pytester.path / "base").glob("*corrupt*")) / "1.json"
+    corrupt.write_text("{ not a profile")
+    result = pytester.runpytest_subprocess(*options, "-k", "not_gated or corrupt")
+    result.assert_outcomes(passed=1, failed=1)
+    out = result.stdout.str()
+    assert "wasm_baseline: cannot read the baseline:" in out and "is not JSON" in out
+    assert "1 not gated" in out

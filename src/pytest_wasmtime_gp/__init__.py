@@ -316,12 +316,14 @@ class _Baseline:
         rows = "\n".join(
             f"  {row.frame}: +{100 * row.growth:.0f} % against the rest ({row.base_percent:.1f} % -> "
             f"{row.new_percent:.1f} % of the {by} samples, {row.base_samples:,} -> {row.new_samples:,}; "
-            f"p = {row.p_value:.1g})"
-            for row in grown
+            f"p = {row.p_value:.1g}); the baseline runs differ by {100 * found.base_spread:.0f} %"
+            for found in grown
+            for row in [found.change]
         )
         pytest.fail(
-            f"wasm_baseline: {len(grown)} function(s) grew by more than {max_growth:g} % against the rest of the "
-            f"test from each of its {len(bases)} baseline runs (the closest shown), beyond sampling noise:\n"
+            f"wasm_baseline: {len(grown)} function(s) grew against the rest of the test by more than {max_growth:g} "
+            f"% beyond how much its {len(bases)} baseline runs differ (the nearest run shown), and beyond "
+            f"sampling noise:\n"
             f"{rows}\n\nagainst baseline run 1:\n{diff_table(new.diff(bases[0], **options), 8)}\n"
             f"this run: {new_path}\n"
             f"see it: wasmtime-gp diff {stored[0]} {new_path} --html diff.html\n"

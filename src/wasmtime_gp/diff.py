@@ -67,19 +67,6 @@ class ProfileDiff:
         """The functions whose share grew significantly, by more than `points` percentage points."""
         return [row for row in self.changes if row.significant and row.change > points]
 
-    def regressions(self, max_growth: float, min_percent: float = 0.0) -> list[FunctionChange]:
-        """The functions that grew significantly against the rest by more than `max_growth` (0.1: 10 %), among
-        those holding at least `min_percent` of the new samples and leaving as much to the rest (against a rest
-        of a few samples, growth is that rest's noise); the largest growth first."""
-        rows = [
-            row
-            for row in self.changes
-            if row.significant
-            and row.growth > max_growth
-            and min_percent <= row.new_percent <= 100 - min_percent
-        ]
-        return sorted(rows, key=lambda row: -row.growth)
-
 
 def two_proportion_p_value(base: int, base_total: int, new: int, new_total: int) -> float:
     """Two-sided p-value that `base / base_total` and `new / new_total` share one proportion (pooled z-test)."""
@@ -167,6 +154,16 @@ def compare(
     return ProfileDiff(by, base_total, new_total, alpha, changes)
 
 
+@dataclass(frozen=True)
+class Regression:
+    """A function that grew beyond every base run (`regressions`)."""
+
+    change: FunctionChange  # from the base it grew least from
+    # How much its samples against the rest differ between the base runs (the largest over the smallest, less
+    # one): a run of the same code may land that far beyond them, so the growth must exceed it too.
+    base_spread: float
+
+
 def regressions(
     bases: Sequence[Profile],
     new: Profile,
@@ -174,22 +171,30 @@ def regressions(
     min_percent: float = 0.0,
     by: Literal["self", "total"] = "total",
     alpha: float = ALPHA,
-) -> list[FunctionChange]:
-    """The functions of `new` that grew by more than `max_growth` (0.1: 10 %) against the rest, significantly,
-    from every one of `bases` (runs of the same program: a function must leave the range they span, not just
-    differ from one run). Each is given as its change from the base it grew least from; the largest first.
-    Requiring all the tests to reject keeps the false-alarm chance at `alpha` (an intersection-union test)."""
+) -> list[Regression]:
+    """The functions of `new` that grew against the rest beyond what runs of the same code show, the largest
+    growth first. `bases` are such runs; a function regresses when, from every one of them, it grew
+    significantly (`compare`: the false-alarm chance stays at `alpha`, an intersection-union test) and when
+    its least growth exceeds `max_growth` (0.1: 10 %) compounded with the spread between the bases. Only
+    functions holding `min_percent` of the new samples, and leaving as much to the rest, are considered."""
     if not bases:
         raise ValueError("regressions() needs at least one base profile")
-    closest: dict[Frame, FunctionChange] = {}
-    for index, base in enumerate(bases):
-        grown = {row.frame: row for row in compare(base, new, by, alpha).regressions(max_growth, min_percent)}
-        if index == 0:
-            closest = grown
-        else:
-            closest = {
-                frame: min(row, grown[frame], key=lambda change: change.growth)
-                for frame, row in closest.items()
-                if frame in grown
-            }
-    return sorted(closest.values(), key=lambda row: -row.growth)
+    rows: dict[Frame, list[FunctionChange]] = {}
+    for base in bases:
+        for row in compare(base, new, by, alpha).changes:
+            rows.setdefault(row.frame, []).append(row)
+    found = []
+    for changes in rows.values():
+        if len(changes) < len(bases) or not all(
+            row.significant and min_percent <= row.new_percent <= 100 - min_percent for row in changes
+        ):
+            continue
+        least = min(changes, key=lambda row: row.growth)
+        most = max(changes, key=lambda row: row.growth)
+        if least.growth == math.inf:  # in none of the bases: no spread to allow for
+            found.append(Regression(least, 0.0))
+        elif least.growth > -1 and most.growth != math.inf:
+            spread = (1 + most.growth) / (1 + least.growth) - 1
+            if 1 + least.growth > (1 + max_growth) * (1 + spread):
+                found.append(Regression(least, spread))
+    return sorted(found, key=lambda found: -found.change.growth)
