@@ -8,10 +8,10 @@ independent; where a function's share wanders more than that within a profile (a
 phase for stretches), the variance is widened to what BLOCKS runs of consecutive samples show (batch means).
 
 That bounds the false alarms that sampling itself makes, not the run-to-run differences of a program: between
-two runs, I/O timing changes, and so does the phase of the ticker against short loops (samples are taken at
-epoch checks). Measured: 6 of 15 pairs of unchanged runs of zlib's minigzip and 8 of 28 pairs of the bundled
-example (pure wasm, four small functions in a loop) had a function marked. Compare several runs of each side
-before believing a small change.
+two runs, I/O timing changes, and so does where samples land among small functions in a hot loop (samples are
+taken at epoch checks). Measured: 6 of 15 pairs of unchanged runs of zlib's minigzip and 8 of 28 pairs of the
+bundled example (pure wasm, four small functions in a loop) had a function marked. `regressions` compares a run
+with several runs of the base and allows for their spread: the pytest plugin's regression gate uses it.
 """
 
 from __future__ import annotations
