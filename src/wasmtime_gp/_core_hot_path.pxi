@@ -136,9 +136,10 @@ cdef inline int64_t cpu_at_tick(Subscription *sub, uint64_t tick) noexcept nogil
     """The guest thread's CPU time when `tick` landed, at most: the ticker's reading just before it, plus the
     time from that reading's start to the tick's landing, which the guest may have spent running (under load
     the ticker can be preempted in between: without this, that wasm would count as time outside wasm after
-    the tick). -1 if either stamp is missing."""
-    cdef int64_t cpu_ns = read_stamp(sub.guest_cpu_ns, sub.guest_cpu_of, tick)
+    the tick), or its reading after the landing where that came nearer (lead 0). -1 if either stamp is
+    missing. The lead first: the ticker writes it last, after any second reading."""
     cdef int64_t lead_ns = read_stamp(sub.guest_cpu_lead_ns, sub.guest_cpu_lead_of, tick)
+    cdef int64_t cpu_ns = read_stamp(sub.guest_cpu_ns, sub.guest_cpu_of, tick)
     return cpu_ns + lead_ns if cpu_ns >= 0 and lead_ns >= 0 else -1
 
 
