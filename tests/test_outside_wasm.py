@@ -112,7 +112,9 @@ def test_an_unwrapped_host_function_is_outside_wasm_by_its_share(sleeps):
     kept_up = min(1.0, ticks_seen(profiler) * profiler.interval / running_time(profiler))
     descheduled = max(0.0, took - guest.run_cpu - (guest.waited - guest.waited_cpu))
     at_least = guest.waited if sleeps else guest.waited_cpu
-    low = 0.75 * kept_up * at_least / profiler.interval - 5
+    # The time from a call's entry to the first tick in it is no stretch's (the sample is due at that tick):
+    # half an interval per call, on average.
+    low = 0.75 * kept_up * (at_least / profiler.interval - calls / 2) - 5
     # Each call's way in and out through ctypes is outside wasm too, and a stretch may take the tick just
     # before it: half an interval per call, on average.
     high = (guest.waited + descheduled) / profiler.interval + calls / 2 + 10
