@@ -62,6 +62,10 @@ def test_pipeline(wasm_profiler):
         run(store, ROUNDS, round(ROUNDS * (1 + SLOWDOWN)), PASSES)
 
 
+# The bundled example's hot loop calls functions of three instructions 16 million times a step: where the
+# samples land among them moved between runs of the same code (`mix` took 6 to 22 % of them on a 2-CPU VM), so
+# far that no threshold worth having holds: its profiles are stored and compared by nobody.
+@pytest.mark.wasm_baseline(max_growth=None)
 def test_example(wasm_profiler):
     store, module = instance(guest_wat())
     run = wasmtime.Instance(store, module, []).exports(store)["run"]
