@@ -75,7 +75,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20, help="unchanged runs against the baseline")
     parser.add_argument("--slow-runs", type=int, default=10, help="runs with one function 20 %% slower")
     parser.add_argument("--slowdown", type=float, default=0.2, help="how much slower (0.2: 20 %%)")
-    parser.add_argument("--baseline-runs", type=int, default=BASELINE_RUNS, help="runs stored as the baseline")
+    parser.add_argument(
+        "--baseline-runs", type=int, default=BASELINE_RUNS, help="runs stored as the baseline"
+    )
     parser.add_argument("--hog", action="store_true", help="a busy loop on every core throughout")
     parser.add_argument("--minigzip", help="minigzip.wasm: adds the suite's WASI test")
     parser.add_argument("--pytest-args", default="", help="more pytest arguments (e.g. '-n 2')")
