@@ -2,9 +2,9 @@
 
     python benchmarks/gate.py --runs 20 --slow-runs 10 [--hog] [--minigzip PATH]
 
-Stores a baseline of `--baseline-runs` runs with `--wasm-profile-baseline`, runs the unchanged suite `--runs` times against it (every
-failed test is a false alarm), then `--slow-runs` times with one function 20 % slower (GATE_SLOWDOWN=0.2: a
-pass is a miss). `--hog` keeps a busy loop on every core throughout. Each run's profiles are kept
+Stores a baseline of `--baseline-runs` runs with `--wasm-profile-baseline`, runs the unchanged suite `--runs`
+times against it (every failed test is a false alarm), then `--slow-runs` times with one function 20 % slower
+(GATE_SLOWDOWN=0.2: a pass is a miss). `--hog` keeps a busy loop on every core throughout. Each run's profiles are kept
 (`--wasm-profile`), and for every test the largest growth of a function beyond the baseline runs, significant
 or not, by self and by total, is printed: how close the unchanged runs came to the threshold.
 """
@@ -23,7 +23,7 @@ from typing import Literal
 
 from pytest_wasmtime_gp import BASELINE_RUNS
 from wasmtime_gp import Profile
-from wasmtime_gp.profile import Frame
+from wasmtime_gp.diff import against_bases
 
 Growth = tuple[float, str]  # percent, and the function's name
 SUITE = Path(__file__).resolve().parent.parent / "tests" / "gate_suite.py"
@@ -53,19 +53,9 @@ def largest_growths(directory: Path, run: str) -> dict[str, tuple[Growth, Growth
 
 
 def _beyond(bases: list[Profile], new: Profile, by: Literal["self", "total"]) -> Growth:
-    """The largest growth beyond the bases' spread, as the gate weighs it: (1 + least)^2 / (1 + most) - 1."""
-    growths: dict[Frame, list[float]] = {}
-    for base in bases:
-        for row in new.diff(base, by=by).changes:
-            if 1 <= row.new_percent <= 99:
-                growths.setdefault(row.frame, []).append(row.growth)
-    beyond = {
-        frame: (1 + min(values)) ** 2 / (1 + max(values)) - 1
-        for frame, values in growths.items()
-        if len(values) == len(bases) and max(values) != float("inf") and min(values) > -1
-    }
-    frame = max(beyond, key=beyond.__getitem__, default=None)
-    return (100 * beyond[frame], frame.function) if frame else (0.0, "")
+    """The largest growth beyond the bases' spread, as the gate weighs it (`against_bases`), significant or not."""
+    finite = [growth for growth in against_bases(bases, new, 1.0, by) if growth.beyond != float("inf")]
+    return (100 * finite[0].beyond, finite[0].change.frame.function) if finite else (0.0, "")
 
 
 def main() -> None:
@@ -89,8 +79,10 @@ def main() -> None:
     if args.minigzip:
         env["GATE_MINIGZIP"] = str(Path(args.minigzip).resolve())
     extra = args.pytest_args.split()
-    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)] \
-        if args.hog else []  # fmt: skip
+    hogs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in range(os.cpu_count() or 1 if args.hog else 0)
+    ]
     try:
         for k in range(args.baseline_runs):
             run_suite(
@@ -117,11 +109,17 @@ def main() -> None:
     finally:
         for hog in hogs:
             hog.kill()
+            hog.wait()
+        shutil.rmtree(directory)
     print(f"\nunchanged: {false_alarms} of {args.runs} runs had a failed test (false alarms)")
-    print(f"{args.slowdown:.0%} slower render: caught in {caught} of {args.slow_runs} runs; its growth beyond the "
-          f"baseline runs (by total, %): min {min(slow_growths):.1f}, median {statistics.median(slow_growths):.1f}")  # fmt: skip
+    seen = (
+        f"min {min(slow_growths):.1f}, median {statistics.median(slow_growths):.1f}" if slow_growths else "-"
+    )
+    print(f"{args.slowdown:.0%} slower render: caught in {caught} of {args.slow_runs} runs; "
+          f"its growth beyond the baseline runs (by total, %): {seen}")  # fmt: skip
     print(
-        "largest growth beyond the baseline runs of a function with 1-99 % of samples, unchanged runs, %: max / median"
+        "largest growth beyond the baseline runs of a function with 1-99 % of samples, unchanged runs, %: "
+        "max / median"
     )
     for test, pairs in growths.items():
         cells = []
@@ -131,7 +129,6 @@ def main() -> None:
                 f"{by} {values[0][0]:6.1f} ({values[0][1]}) / {statistics.median(v[0] for v in values):5.1f}"
             )
         print(f"  {test:12} " + "   ".join(cells))
-    shutil.rmtree(directory)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,9 @@ from test_exports import _chromium_dom
 
 from wasmtime_gp import Profile
 from wasmtime_gp.cli import main
-from wasmtime_gp.diff import regressions, relative_growth, two_proportion_p_value
+from wasmtime_gp.diff import against_bases, regressions, relative_growth, two_proportion_p_value
 from wasmtime_gp.exports import to_diff_html
+from wasmtime_gp.profile import Sample
 
 # Enough text that minigzip runs for about a second at -6 (a few thousand samples at 200 us).
 TEXT = b"".join(b"diff sample %d tick %d words of text\n" % (k, k * 7919 % 1000) for k in range(200_000))
@@ -74,7 +75,7 @@ def test_a_regression_must_leave_the_range_of_every_base_by_more_than_their_spre
     assert [row.change.growth for row in found] == sorted((row.change.growth for row in found), reverse=True)
     for row in found:
         assert row.change.significant and row.change.growth > 0.1 and 1 <= row.change.new_percent <= 99
-        assert row.base_spread == 0.0  # one base
+        assert row.base_spread == 0.0 and row.beyond == row.change.growth  # one base
     # A function at 100 % has no rest to grow against; a base like the new one leaves nothing to report.
     assert "main" not in names
     assert regressions([fast, slow], slow, max_growth=0.1, min_percent=1) == []
@@ -86,7 +87,28 @@ def test_a_regression_must_leave_the_range_of_every_base_by_more_than_their_spre
     assert both and set(both) <= set(one)
     for frame, row in both.items():
         assert row.change.growth <= one[frame].change.growth * 1.5
-        assert 1 + row.change.growth > 1.1 * (1 + row.base_spread)
+        assert (
+            row.beyond == pytest.approx((1 + row.change.growth) / (1 + row.base_spread) - 1)
+            and row.beyond > 0.1
+        )
+
+    # A function that one base run lacks still regresses where it grew far beyond them: here one base has 5
+    # samples of longest_match, the other none, and level 9 spends most of its time there.
+    def matching(sample: Sample) -> bool:
+        return any(frame.function == "longest_match" for frame in sample.stack)
+
+    without = [s for s in fast.samples if not matching(s)]
+    bases = [
+        fast.with_samples(without + [s for s in fast.samples if matching(s)][:5]),
+        fast.with_samples(without),
+    ]
+    lacking = {row.change.frame.function: row for row in regressions(bases, slow, 0.1, 1, "total")}
+    assert "longest_match" in lacking, lacking
+    assert 5 < lacking["longest_match"].base_spread < 20, lacking  # (5.5 / rest) / (0.5 / rest): finite
+    # against_bases weighs every function in range, significant or not, the largest beyond first.
+    weighed = against_bases([fast], slow, min_percent=1)
+    assert {row.change.frame for row in found} <= {row.change.frame for row in weighed}
+    assert [row.beyond for row in weighed] == sorted((row.beyond for row in weighed), reverse=True)
     with pytest.raises(ValueError, match="at least one base"):
         regressions([], slow, 0.1)
 

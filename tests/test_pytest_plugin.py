@@ -190,7 +190,7 @@ def test_xdist_workers_write_every_profile_and_the_controller_summarises(pyteste
     assert "4 tests profiled; 4 profiles in out" in result.stdout.str()
 
 
-# The regression gate on tests/gate_suite.py (its README: benchmarks/gate.py measures false alarms and detections).
+# The regression gate on tests/gate_suite.py (benchmarks/gate.py measures its false alarms and detections).
 GATE_SUITE = (Path(__file__).parent / "gate_suite.py").read_text()
 
 
@@ -295,6 +295,12 @@ def test_the_gate_checks_its_settings_and_its_files(pytester):
             store, module, run = guest()
             with wasm_profiler(store, [module]):
                 run(1_000_000)
+
+        def test_finished_by_the_test(wasm_profiler):
+            store, module, run = guest()
+            with wasm_profiler(store, [module]) as profiler:
+                run(1_000_000)
+            assert profiler.finish()  # the test's own: the gate reads the same bytes
         """,
     )
     result = pytester.runpytest_subprocess("--wasm-profile-baseline-update")
@@ -307,13 +313,14 @@ def test_the_gate_checks_its_settings_and_its_files(pytester):
     options = ("--strict-markers", "--wasm-profile-baseline=base", "--wasm-profile-baseline-runs=1")
     result = pytester.runpytest_subprocess(*options)
     out = result.stdout.str()
-    result.assert_outcomes(passed=2, failed=2)
+    result.assert_outcomes(passed=3, failed=2)
+    assert "baselines in base: 3 stored" in out
     assert "wasm_baseline: max_growth must be a percentage of 0 or more, or None, not -5" in out
     assert "wasm_baseline: unknown keywords ['growth']" in out
     corrupt = next((pytester.path / "base").glob("*corrupt*")) / "1.json"
     corrupt.write_text("{ not a profile")
-    result = pytester.runpytest_subprocess(*options, "-k", "not_gated or corrupt")
-    result.assert_outcomes(passed=1, failed=1)
+    result = pytester.runpytest_subprocess(*options, "-k", "not_gated or corrupt or finished")
+    result.assert_outcomes(passed=2, failed=1)
     out = result.stdout.str()
     assert "wasm_baseline: cannot read the baseline:" in out and "is not JSON" in out
-    assert "1 not gated" in out
+    assert "baselines in base: 1 passed, 1 not gated" in out

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections import Counter
 from collections.abc import Generator, Iterator
@@ -25,6 +26,7 @@ import pytest
 
 if TYPE_CHECKING:
     from wasmtime_gp import GuestProfiler, Profile
+    from wasmtime_gp.diff import BaselineGrowth
 
 DEFAULT_DIRECTORY = ".wasm-profiles"
 DEFAULT_BASELINE_DIRECTORY = ".wasm-baseline"
@@ -33,9 +35,8 @@ DEFAULT_BASELINE_DIRECTORY = ".wasm-baseline"
 MAX_GROWTH = 10.0
 MIN_PERCENT = 1.0
 # Runs of a test stored as its baseline: a function must grow beyond all of them and their spread, so the
-# baseline spans how much a test's profile varies between runs. On a 2-CPU VM the bundled example's small
-# functions took three times their usual share in about one run of ten: with 3 runs stored, 3 of 30 unchanged
-# runs failed; with 5, none of 20 (benchmarks/gate.py).
+# baseline spans how much a test's profile varies between runs (figures: docs/performance.md, "Comparing
+# profiles").
 BASELINE_RUNS = 5
 DEFAULT_INTERVAL = 0.001
 PROPERTY = "wasm_profile"  # the user property (JSON) that carries a test's profiles to the summary
@@ -44,8 +45,7 @@ SUMMARY_TESTS = 5  # heaviest tests in the terminal summary
 SUMMARY_FUNCTIONS = 3
 
 _profilers = pytest.StashKey[list["GuestProfiler"]]()
-_paths = pytest.StashKey[list[Path]]()
-_data = pytest.StashKey[list[bytes]]()  # each profile the fixture finished, as Firefox Profiler JSON
+_data = pytest.StashKey[list[bytes]]()  # each of the test's profiles, as Firefox Profiler JSON
 _directory = pytest.StashKey["Path | None"]()
 _baseline = pytest.StashKey["_Baseline | None"]()
 _STATUSES = ("passed", "regressed", "stored", "not gated")  # what the gate did with a test, in the summary
@@ -68,20 +68,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         const=DEFAULT_BASELINE_DIRECTORY,
         default=None,
         metavar="DIR",
-        help="compare each profiled test against its profile in DIR and fail it where a function grew "
-        f"significantly (default {DEFAULT_BASELINE_DIRECTORY}; a test without one stores its profile there)",
+        help="gate each profiled test on its baseline runs in DIR: fail it where a function grew beyond them "
+        f"(default {DEFAULT_BASELINE_DIRECTORY}; give it as --wasm-profile-baseline=DIR; a test's first "
+        "--wasm-profile-baseline-runs runs are stored as its baseline)",
     )
     group.addoption(
         "--wasm-profile-baseline-update",
         action="store_true",
-        help="start every profiled test's baseline anew with this run's profile",
+        help="start every profiled test's baseline anew with this run's profile (gated again once it holds "
+        "--wasm-profile-baseline-runs runs)",
     )
     group.addoption(
         "--wasm-profile-baseline-runs",
         type=int,
         default=BASELINE_RUNS,
         metavar="N",
-        help=f"runs a test's baseline holds: the first N runs store, later ones compare (default {BASELINE_RUNS})",
+        help=f"runs a test's baseline holds: the first N store, later ones compare (default {BASELINE_RUNS})",
     )
     parser.addini(
         "wasm_profile", "like --wasm-profile=DIR: where profiled tests write their profiles", default=""
@@ -105,7 +107,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         f"wasm_baseline(max_growth={MAX_GROWTH:g}, min_percent={MIN_PERCENT:g}, by='total', alpha=None): "
-        "with --wasm-profile-baseline, fail if a function holding min_percent of the samples grew by more than "
+        "with --wasm-profile-baseline, fail if a function holding min_percent of the samples grew by over "
         "max_growth percent against the rest, beyond sampling noise at alpha (None: wasmtime_gp.diff's); "
         "max_growth=None: never",
     )
@@ -144,20 +146,16 @@ def wasm_profiler(request: pytest.FixtureRequest) -> Callable[..., Any]:
     """`with wasm_profiler(store, modules, **GuestProfiler keywords) as p:` profiles the guest calls inside the
     block (the interval defaults to the wasm_profile marker's, the name to the test's id).
 
-    With --wasm-profile the profile is written to DIR when the block ends; either way `p.profile()`
-    gives it afterwards, to assert on.
+    After the test, with --wasm-profile, each profile is written to DIR, and with --wasm-profile-baseline the
+    test is gated on them: finished by then if the test did not finish them itself. `p.profile()` gives it, to
+    assert on, inside the test.
     """
     from wasmtime_gp import GuestProfiler
-    from wasmtime_gp._files import atomic_write
 
     item = request.node
     marker = item.get_closest_marker("wasm_profile")
     default_interval = marker.kwargs.get("interval", DEFAULT_INTERVAL) if marker else DEFAULT_INTERVAL
-    directory = request.config.stash[_directory]
-    keep = directory is not None or request.config.stash[_baseline] is not None
     profilers = item.stash.setdefault(_profilers, [])
-    paths = item.stash.setdefault(_paths, [])
-    data = item.stash.setdefault(_data, [])
 
     @contextmanager
     def profile(store: Any, modules: Any, **options: Any) -> Iterator[GuestProfiler]:
@@ -168,18 +166,8 @@ def wasm_profiler(request: pytest.FixtureRequest) -> Callable[..., Any]:
             options["name"] = item.nodeid
         profiler = GuestProfiler(store, modules, **options)
         profilers.append(profiler)
-        try:
-            with profiler:
-                yield profiler
-        finally:
-            # A profile the test finished itself is the test's: neither written nor gated.
-            if keep and not profiler.finished:
-                data.append(profiler.finish())
-                if directory is not None:
-                    directory.mkdir(parents=True, exist_ok=True)
-                    suffix = f"-{len(profilers)}" if len(profilers) > 1 else ""
-                    name = f"{_file_stem(item.nodeid)}{suffix}.json"
-                    paths.append(atomic_write(directory / name, data[-1]))
+        with profiler:
+            yield profiler
 
     return profile
 
@@ -201,15 +189,27 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
 
 
 def _record(item: pytest.Item) -> list[Profile]:
-    """Finish the test's profiles; pass what the summary needs on in a user property (xdist carries those)."""
-    profiles = [profiler.profile() for profiler in item.stash.get(_profilers, [])]
+    """Finish the test's profiles (a profile the test finished itself gives the same bytes), write them with
+    --wasm-profile, and pass what the summary needs on in a user property (xdist carries those)."""
+    from wasmtime_gp import Profile
+    from wasmtime_gp._files import atomic_write
+
+    data = item.stash[_data] = [profiler.profile_json() for profiler in item.stash.get(_profilers, [])]
+    directory = item.config.stash[_directory]
+    paths = []
+    if directory is not None and data:
+        directory.mkdir(parents=True, exist_ok=True)
+        for index, profile in enumerate(data, 1):
+            suffix = f"-{index}" if len(data) > 1 else ""
+            paths.append(atomic_write(directory / f"{_file_stem(item.nodeid)}{suffix}.json", profile))
+    profiles = [Profile.from_bytes(profile) for profile in data]
     if not profiles:
         return profiles
     samples = sum(profile.sample_count for profile in profiles)
     merged = _merged(profiles)
     info = {
         "nodeid": item.nodeid,
-        "paths": [str(path) for path in item.stash.get(_paths, [])],
+        "paths": [str(path) for path in paths],
         "samples": samples,
         "top": [[row.frame.function, round(row.self_percent, 1)] for row in merged.top(SUMMARY_FUNCTIONS)],
     }
@@ -295,9 +295,11 @@ class _Baseline:
             stored = []
         if len(stored) < self.runs:
             directory.mkdir(parents=True, exist_ok=True)
-            atomic_write(directory / f"{len(stored) + 1}.json", profile)
+            number = int(stored[-1].stem) + 1 if stored else 1  # after the last, whichever were deleted
+            atomic_write(directory / f"{number}.json", profile)
             new_path.unlink(missing_ok=True)
             return _report(item, "stored")
+        stored = stored[-self.runs :]
         if max_growth is None:
             return _report(item, "not gated")
         try:
@@ -314,23 +316,33 @@ class _Baseline:
             return _report(item, "passed")
         atomic_write(new_path, profile)
         _report(item, "regressed")
-        rows = "\n".join(
-            f"  {row.frame}: +{100 * row.growth:.0f} % against the rest ({row.base_percent:.1f} % -> "
-            f"{row.new_percent:.1f} % of the {by} samples, {row.base_samples:,} -> {row.new_samples:,}; "
-            f"p = {row.p_value:.1g}); the baseline runs differ by {100 * found.base_spread:.0f} %"
-            for found in grown
-            for row in [found.change]
-        )
+        rows = "\n".join(_regression_line(growth, by) for growth in grown)
         pytest.fail(
-            f"wasm_baseline: {len(grown)} function(s) grew against the rest of the test by more than {max_growth:g} "
-            f"% beyond how much its {len(bases)} baseline runs differ (the nearest run shown), and beyond "
-            f"sampling noise:\n"
-            f"{rows}\n\nagainst baseline run 1:\n{diff_table(new.diff(bases[0], **options), 8)}\n"
+            f"wasm_baseline: {len(grown)} function(s) grew against the rest of the test by more than "
+            f"{max_growth:g} % beyond how much its {len(bases)} baseline runs differ (the nearest run "
+            f"shown), and beyond sampling noise:\n{rows}\n\n"
+            f"against baseline run {stored[0].stem}:\n{diff_table(new.diff(bases[0], **options), 8)}\n"
             f"this run: {new_path}\n"
-            f"see it: wasmtime-gp diff {stored[0]} {new_path} --html diff.html\n"
-            "if the change is meant, start the baseline anew from this code: --wasm-profile-baseline-update",
+            f"see it: wasmtime-gp diff {stored[0]} {new_path} --by {by} --html diff.html (which keeps the "
+            "time outside wasm the gate leaves out)\n"
+            "if the change is meant, start the baseline anew from this code with "
+            f"--wasm-profile-baseline-update (the test is gated again once its baseline holds {self.runs} runs)",
             pytrace=False,
         )
+
+
+def _regression_line(growth: BaselineGrowth, by: str) -> str:
+    row = growth.change
+    spread = f"the baseline runs {100 * growth.base_spread:.0f} % apart"
+    grew = (
+        "in no baseline run"
+        if row.growth == math.inf
+        else f"+{100 * row.growth:.0f} % against the rest, {spread}"
+    )
+    return (
+        f"  {row.frame}: {grew} ({row.base_percent:.1f} % -> {row.new_percent:.1f} % of the {by} samples, "
+        f"{row.base_samples:,} -> {row.new_samples:,}; p = {row.p_value:.1g})"
+    )
 
 
 def _stored_runs(directory: Path) -> list[Path]:
@@ -360,9 +372,9 @@ def _baseline_settings(
         raise pytest.UsageError(
             f"wasm_baseline: max_growth must be a percentage of 0 or more, or None, not {max_growth!r}"
         )
-    if not _is_number(min_percent) or not 0 <= min_percent <= 100:
+    if not _is_number(min_percent) or not 0 <= min_percent <= 50:
         raise pytest.UsageError(
-            f"wasm_baseline: min_percent must be a number from 0 to 100, not {min_percent!r}"
+            f"wasm_baseline: min_percent must be a number from 0 to 50, not {min_percent!r}"
         )
     if by not in ("self", "total"):
         raise pytest.UsageError(f'wasm_baseline: by must be "self" or "total", not {by!r}')
@@ -400,7 +412,7 @@ class _Summary:
         if self.baseline is not None:
             counts = Counter(row["status"] for row in self.gated)
             statuses = ", ".join(f"{counts[status]} {status}" for status in _STATUSES if counts[status])
-            write(f"baselines in {self.baseline.directory}: {statuses or 'no profiled test'}")
+            write(f"baselines in {self.baseline.directory}: {statuses or 'no test gated or stored'}")
             for row in self.gated:
                 if row["status"] == "regressed":
                     write(f"  regressed: {row['nodeid']}")

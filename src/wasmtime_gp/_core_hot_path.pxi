@@ -94,10 +94,11 @@ cdef inline void take_sample(SamplerState *s, int64_t checked_ns, int64_t now,
 cdef inline int64_t stamped_cpu_ns(SamplerState *s, uint64_t ticks, uint64_t step,
                                    int64_t checked_ns) noexcept nogil:
     """For a sample now due: the guest thread's CPU time as the ticker read it just before the tick the
-    sample was due at, if the check comes at once after that tick (no later tick, and within outside_min_ns
-    of its landing, or before the ticker stamped its time), on the thread of the last sample. Then the
-    sample needs no clock of its own: a system call here, about 0.6 us. Otherwise -1: the caller reads the
-    clock and asks outside_wasm. The guest's thread, lock held, no GIL."""
+    sample was due at (or, after a preempted ticker, just after it), if the check comes at once after that
+    tick (no later tick, and within outside_min_ns of its landing, or before the ticker stamped its time), on
+    the thread of the last sample. Then the sample needs no clock of its own: a system call here, about
+    0.6 us. Otherwise -1: the caller reads the clock and asks outside_wasm. The guest's thread, lock held, no
+    GIL."""
     cdef Subscription *sub = s.subscription
     cdef uint64_t due = s.last_sample_ticks + step
     cdef int64_t due_ns, cpu_ns

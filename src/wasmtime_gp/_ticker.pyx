@@ -76,7 +76,7 @@ cdef inline void write_stamp(int64_t *values, uint64_t *ticks, int slot, uint64_
 
 
 # A reading that began longer than this before its tick landed is taken again after it (stamp_time): the
-# ticker was preempted in between. Reading another thread's CPU clock takes about 0.6 us.
+# ticker was preempted in between, or read the clocks of many stores' threads after it (about 0.6 us each).
 cdef int64_t LEAD_REREAD_NS = 5000
 
 

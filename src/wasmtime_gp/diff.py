@@ -155,13 +155,49 @@ def compare(
 
 
 @dataclass(frozen=True)
-class Regression:
-    """A function that grew beyond every base run (`regressions`)."""
+class BaselineGrowth:
+    """How one function of a new profile grew from several base runs of the same code (`against_bases`)."""
 
     change: FunctionChange  # from the base it grew least from
-    # How much its samples against the rest differ between the base runs (the largest over the smallest, less
-    # one): a run of the same code may land that far beyond them, so the growth must exceed it too.
+    # How far apart the base runs are for it: the largest of its samples against the rest over the smallest,
+    # less one (with half a sample added to each count, so that a run without it still counts).
     base_spread: float
+    significant: bool  # from every base
+
+    @property
+    def beyond(self) -> float:
+        """Its least growth beyond the spread: (1 + growth) / (1 + spread) - 1 (infinite: in no base)."""
+        return (1 + self.change.growth) / (1 + self.base_spread) - 1
+
+
+def against_bases(
+    bases: Sequence[Profile],
+    new: Profile,
+    min_percent: float = 0.0,
+    by: Literal["self", "total"] = "total",
+    alpha: float = ALPHA,
+) -> list[BaselineGrowth]:
+    """Each function holding `min_percent` to `100 - min_percent` of `new`'s samples (one with nearly all
+    of them has no rest to grow against), weighed against every one of `bases`, the largest `beyond` first.
+    Significant means significant from every base (`compare`): an intersection-union test, whose
+    false-alarm chance stays at `alpha`."""
+    if not bases:
+        raise ValueError("against_bases() needs at least one base profile")
+    rows: dict[Frame, list[FunctionChange]] = {}
+    odds: dict[Frame, list[float]] = {}
+    for base in bases:
+        for row in compare(base, new, by, alpha).changes:
+            rows.setdefault(row.frame, []).append(row)
+            rest = base.sample_count - row.base_samples
+            odds.setdefault(row.frame, []).append((row.base_samples + 0.5) / (rest + 0.5))
+    found = []
+    for frame, changes in rows.items():
+        if not min_percent <= changes[0].new_percent <= 100 - min_percent or changes[0].new_samples == 0:
+            continue
+        least = min(changes, key=lambda row: row.growth)
+        spread = max(odds[frame]) / min(odds[frame]) - 1
+        found.append(BaselineGrowth(least, spread, all(row.significant for row in changes)))
+    return sorted(found, key=lambda growth: -growth.beyond)
 
 
 def regressions(
@@ -171,30 +207,12 @@ def regressions(
     min_percent: float = 0.0,
     by: Literal["self", "total"] = "total",
     alpha: float = ALPHA,
-) -> list[Regression]:
-    """The functions of `new` that grew against the rest beyond what runs of the same code show, the largest
-    growth first. `bases` are such runs; a function regresses when, from every one of them, it grew
-    significantly (`compare`: the false-alarm chance stays at `alpha`, an intersection-union test) and when
-    its least growth exceeds `max_growth` (0.1: 10 %) compounded with the spread between the bases. Only
-    functions holding `min_percent` of the new samples, and leaving as much to the rest, are considered."""
-    if not bases:
-        raise ValueError("regressions() needs at least one base profile")
-    rows: dict[Frame, list[FunctionChange]] = {}
-    for base in bases:
-        for row in compare(base, new, by, alpha).changes:
-            rows.setdefault(row.frame, []).append(row)
-    found = []
-    for changes in rows.values():
-        if len(changes) < len(bases) or not all(
-            row.significant and min_percent <= row.new_percent <= 100 - min_percent for row in changes
-        ):
-            continue
-        least = min(changes, key=lambda row: row.growth)
-        most = max(changes, key=lambda row: row.growth)
-        if least.growth == math.inf:  # in none of the bases: no spread to allow for
-            found.append(Regression(least, 0.0))
-        elif least.growth > -1 and most.growth != math.inf:
-            spread = (1 + most.growth) / (1 + least.growth) - 1
-            if 1 + least.growth > (1 + max_growth) * (1 + spread):
-                found.append(Regression(least, spread))
-    return sorted(found, key=lambda found: -found.change.growth)
+) -> list[BaselineGrowth]:
+    """The functions of `new` that grew against the rest beyond what runs of the same code show: significant
+    from every one of `bases` (`against_bases`), and more than `max_growth` (0.1: 10 %) beyond their spread.
+    The largest first."""
+    return [
+        growth
+        for growth in against_bases(bases, new, min_percent, by, alpha)
+        if growth.significant and growth.beyond > max_growth
+    ]

@@ -420,12 +420,16 @@ class GuestProfiler:
 
     def profile(self) -> Profile:
         """The profile as a `Profile`: finishes the profiler first if it is not finished yet."""
+        return Profile.from_bytes(self.profile_json())
+
+    def profile_json(self) -> bytes:
+        """The profile as Firefox Profiler JSON, finishing the profiler first if it is not finished yet: the
+        same bytes every time, after finish() too (which gives them once)."""
         with self._lock:
             try:
-                data = self._completed_profile()
+                return self._completed_profile()
             except GuestProfilerError as exc:
                 raise ProfilerStateError(f"the profiler finished without a profile ({exc})") from None
-        return Profile.from_bytes(data)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Finish, then write the profile to `path` atomically; return the path."""

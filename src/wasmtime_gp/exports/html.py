@@ -51,8 +51,8 @@ def to_html(profile: Profile) -> str:
 
 
 def to_diff_html(base: Profile, new: Profile) -> str:
-    """A differential flame graph: `new`'s call tree (or, at a click, `base`'s), each frame coloured by how its
-    share of the samples changed from `base` (red: grew, blue: shrank)."""
+    """A differential flame graph: `new`'s call tree (or, at a click, `base`'s), each frame coloured by how
+    its share of the samples changed from `base` (red: grew, blue: shrank)."""
     name = new.name if new.name == base.name else f"{base.name} -> {new.name}"
     summary = f"base: {summary_line(base)}; new: {summary_line(new)}"
     return _page(name, summary, _flat_tree(new.call_tree(), "all", base.call_tree()))
