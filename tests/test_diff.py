@@ -196,3 +196,6 @@ def test_the_command_refuses_what_it_cannot_do(levels, tmp_path, capsys):
     assert main(["diff", str(fast), str(slow), "--alpha", "0"]) == 2
     assert main(["diff", str(fast), str(tmp_path / "missing.json")]) == 2
     assert "no such file" in capsys.readouterr().err
+    assert main(["diff", str(fast), str(slow), "--html", str(tmp_path / "no" / "diff.html")]) == 2
+    out, err = capsys.readouterr()
+    assert not out and "is not a directory" in err

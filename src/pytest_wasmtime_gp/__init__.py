@@ -255,11 +255,7 @@ def _check_budget(marker: pytest.Mark, profiles: list[Profile]) -> None:
 def _budget_arguments(function: str, max_percent: float, by: str = "total") -> tuple[str, float]:
     if not isinstance(function, str):
         raise TypeError(f"function must be a str, not {type(function).__name__}")
-    if (
-        isinstance(max_percent, bool)
-        or not isinstance(max_percent, (int, float))
-        or not 0 <= max_percent <= 100
-    ):
+    if not _is_number(max_percent) or not 0 <= max_percent <= 100:
         raise TypeError(f"max_percent must be a number from 0 to 100, not {max_percent!r}")
     return function, float(max_percent)
 

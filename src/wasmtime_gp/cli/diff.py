@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from wasmtime_gp._errors import CommandError
-from wasmtime_gp._files import atomic_write
+from wasmtime_gp._files import atomic_write, check_writable
 from wasmtime_gp.cli.common import add_host_option, load_profile
 from wasmtime_gp.diff import ALPHA
 from wasmtime_gp.exports import to_diff_html, to_pprof
@@ -47,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("--to and --output go together")
     if not 0 < args.alpha < 1:
         raise CommandError(f"--alpha must be between 0 and 1, not {args.alpha:g}")
+    if args.html is not None:
+        check_writable(args.html)  # before the table: nothing printed for a page that cannot be written
     base = load_profile(args.base).filter_host(args.host)
     new = load_profile(args.new).filter_host(args.host)
     sys.stdout.write(
