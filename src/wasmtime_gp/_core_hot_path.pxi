@@ -94,11 +94,10 @@ cdef inline void take_sample(SamplerState *s, int64_t checked_ns, int64_t now,
 cdef inline int64_t stamped_cpu_ns(SamplerState *s, uint64_t ticks, uint64_t step,
                                    int64_t checked_ns) noexcept nogil:
     """For a sample now due: the guest thread's CPU time as the ticker read it just before the tick the
-    sample was due at (or, after a preempted ticker, just after it), if the check comes at once after that
-    tick (no later tick, and within outside_min_ns of its landing, or before the ticker stamped its time), on
-    the thread of the last sample. Then the sample needs no clock of its own: a system call here, about
-    0.6 us. Otherwise -1: the caller reads the clock and asks outside_wasm. The guest's thread, lock held, no
-    GIL."""
+    sample was due at, if the check comes at once after that tick (no later tick, and within outside_min_ns
+    of its landing, or before the ticker stamped its time), on the thread of the last sample. Then the
+    sample needs no clock of its own: a system call here, about 0.6 us. Otherwise -1: the caller reads the
+    clock and asks outside_wasm. The guest's thread, lock held, no GIL."""
     cdef Subscription *sub = s.subscription
     cdef uint64_t due = s.last_sample_ticks + step
     cdef int64_t due_ns, cpu_ns
@@ -137,10 +136,9 @@ cdef inline int64_t cpu_at_tick(Subscription *sub, uint64_t tick) noexcept nogil
     """The guest thread's CPU time when `tick` landed, at most: the ticker's reading just before it, plus the
     time from that reading's start to the tick's landing, which the guest may have spent running (under load
     the ticker can be preempted in between: without this, that wasm would count as time outside wasm after
-    the tick), or its reading after the landing where that came nearer (lead 0). -1 if either stamp is
-    missing. The lead first: the ticker writes it last, after any second reading."""
-    cdef int64_t lead_ns = read_stamp(sub.guest_cpu_lead_ns, sub.guest_cpu_lead_of, tick)
+    the tick). -1 if either stamp is missing."""
     cdef int64_t cpu_ns = read_stamp(sub.guest_cpu_ns, sub.guest_cpu_of, tick)
+    cdef int64_t lead_ns = read_stamp(sub.guest_cpu_lead_ns, sub.guest_cpu_lead_of, tick)
     return cpu_ns + lead_ns if cpu_ns >= 0 and lead_ns >= 0 else -1
 
 

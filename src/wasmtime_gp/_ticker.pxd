@@ -46,12 +46,10 @@ cdef struct Subscription:
     int64_t guest_cpu_ns[TICK_RING]  # the guest thread's CPU time just before the tick
     uint64_t guest_cpu_of[TICK_RING]  # which tick that was
     # How long before the tick landed that reading began (the guest may have run in wasm meanwhile: a late
-    # sample takes it off the CPU time it counts after the tick). Written after the tick's time; 0 where
-    # the ticker took that long (it was preempted) and read the clock again after the tick, over the first.
+    # sample takes it off the CPU time it counts after the tick). Written after the tick's time.
     int64_t guest_cpu_lead_ns[TICK_RING]
     uint64_t guest_cpu_lead_of[TICK_RING]
     int64_t guest_cpu_read_at_ns       # the ticker's own: when it began reading this tick's CPU time
-    int64_t guest_cpu_read_clock       # the ticker's own: the clock it read it from
 
 # A stamp's slot while its value is being written.
 cdef uint64_t NO_TICK = 0xFFFFFFFFFFFFFFFF

@@ -75,11 +75,6 @@ cdef inline void write_stamp(int64_t *values, uint64_t *ticks, int slot, uint64_
     gp_store_u64_ordered(&ticks[slot], tick)
 
 
-# A reading that began longer than this before its tick landed is taken again after it (stamp_time): the
-# ticker was preempted in between, or read the clocks of many stores' threads after it (about 0.6 us each).
-cdef int64_t LEAD_REREAD_NS = 5000
-
-
 cdef void stamp_guest_cpu(EngineClock *clock, uint64_t tick) noexcept nogil:
     """Stamp the CPU time of each guest thread whose sample is due or late at `tick`, just before it lands
     (ticker thread, `lock` held): a sample checked at once after its tick takes this as its CPU time, and so
@@ -94,7 +89,6 @@ cdef void stamp_guest_cpu(EngineClock *clock, uint64_t tick) noexcept nogil:
         if tick - gp_load_u64_acquire(&s.guest_cpu_from_tick) < TICK_RING:
             guest_clock = gp_load_i64(&s.guest_cpu_clock)
             s.guest_cpu_read_at_ns = monotonic_ns()
-            s.guest_cpu_read_clock = guest_clock
             if guest_clock != 0 and clock_gettime(<clockid_t>guest_clock, &ts) == 0:
                 write_stamp(s.guest_cpu_ns, s.guest_cpu_of, slot, tick,
                             <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec)
@@ -104,29 +98,16 @@ cdef void stamp_guest_cpu(EngineClock *clock, uint64_t tick) noexcept nogil:
 cdef void stamp_time(EngineClock *clock) noexcept nogil:
     """Stamp the time of the tick that just landed (ticker thread, `lock` held). After the epoch moved, not
     before: a ticker preempted in between would make wasm look late. Then, for each guest CPU time stamped
-    for this tick, how long before it landed the reading began; where that is over LEAD_REREAD_NS (the
-    ticker was preempted), the clock is read again and its reading, nearer the landing and still no less
-    than the CPU time at it, replaces the first with no lead: a host function that computed through the
-    ticker's preemption keeps that CPU time after the tick."""
+    for this tick, how long before it landed the reading began."""
     cdef uint64_t tick = clock.ticks
     cdef int slot = tick % TICK_RING
     cdef int64_t landed = monotonic_ns()
-    cdef int64_t lead, first, again
     cdef Subscription *s = clock.subscriptions
-    cdef timespec ts
     write_stamp(clock.tick_ns, clock.tick_of, slot, tick, landed)
     while s != NULL:
         if gp_load_u64_ordered(&s.guest_cpu_of[slot]) == tick:
-            lead = max(0, landed - s.guest_cpu_read_at_ns)
-            first = read_stamp(s.guest_cpu_ns, s.guest_cpu_of, tick)
-            if (lead > LEAD_REREAD_NS and first >= 0
-                    and clock_gettime(<clockid_t>s.guest_cpu_read_clock, &ts) == 0):
-                again = <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
-                if again < first + lead:
-                    # Before the lead: a reader that sees the lead reads the CPU time after it (cpu_at_tick).
-                    write_stamp(s.guest_cpu_ns, s.guest_cpu_of, slot, tick, again)
-                    lead = 0
-            write_stamp(s.guest_cpu_lead_ns, s.guest_cpu_lead_of, slot, tick, lead)
+            write_stamp(s.guest_cpu_lead_ns, s.guest_cpu_lead_of, slot, tick,
+                        max(0, landed - s.guest_cpu_read_at_ns))
         s = s.next
 
 
