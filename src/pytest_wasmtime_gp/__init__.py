@@ -183,8 +183,8 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     for marker in item.iter_markers("wasm_budget"):
         _check_budget(marker, profiles)
     baseline = item.config.stash[_baseline]
-    if baseline is not None and item.stash.get(_data, []):
-        baseline.check(item)
+    if baseline is not None and profiles:
+        baseline.check(item, _merged(profiles))
     return result
 
 
@@ -269,9 +269,10 @@ class _Baseline:
         self.update = update
         self.runs = runs
 
-    def check(self, item: pytest.Item) -> None:
+    def check(self, item: pytest.Item, merged: Profile) -> None:
         """Add the test's profile to its baseline while that holds fewer than `runs` (or start it anew when
-        updating); else compare it with them, failing the test on a regression."""
+        updating); else compare `merged` (its profiles, read already) with them, failing the test on a
+        regression."""
         from wasmtime_gp import Profile
         from wasmtime_gp._errors import ProfileFormatError
         from wasmtime_gp._files import atomic_write
@@ -304,7 +305,7 @@ class _Baseline:
             bases = [Profile.load(path).without_outside() for path in stored]
         except (OSError, ProfileFormatError) as exc:
             pytest.fail(f"wasm_baseline: cannot read the baseline: {exc}", pytrace=False)
-        new = Profile.from_bytes(profile).without_outside()
+        new = merged.without_outside()
         options: dict[str, Any] = {"by": by} if alpha is None else {"by": by, "alpha": alpha}
         grown = regressions(bases, new, max_growth / 100, min_percent, **options)
         if not grown:

@@ -117,16 +117,33 @@ def _block_variances(profile: Profile, by: Literal["self", "total"]) -> dict[Fra
     return {frame: statistics.variance(values) / BLOCKS for frame, values in shares.items()}
 
 
+@dataclass(frozen=True)
+class _Tally:
+    """What a comparison needs of one profile: each function's samples and block variance, and the total."""
+
+    counts: dict[Frame, int]
+    variances: dict[Frame, float]
+    total: int
+
+
+def _tally(profile: Profile, by: Literal["self", "total"]) -> _Tally:
+    return _Tally(_counts(profile, by), _block_variances(profile, by), profile.sample_count)
+
+
 def compare(
     base: Profile, new: Profile, by: Literal["self", "total"] = "self", alpha: float = ALPHA
 ) -> ProfileDiff:
     """How every function's share changed from `base` to `new`: see the module's docstring."""
+    return _compare(_tally(base, by), _tally(new, by), by, alpha)
+
+
+def _compare(base: _Tally, new: _Tally, by: Literal["self", "total"], alpha: float) -> ProfileDiff:
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be between 0 and 1, not {alpha!r}")
-    base_counts, new_counts = _counts(base, by), _counts(new, by)
-    base_spread, new_spread = _block_variances(base, by), _block_variances(new, by)
+    base_counts, new_counts = base.counts, new.counts
+    base_spread, new_spread = base.variances, new.variances
     frames = list(dict.fromkeys([*base_counts, *new_counts]))
-    base_total, new_total = base.sample_count, new.sample_count
+    base_total, new_total = base.total, new.total
     threshold = alpha / max(len(frames), 1)
     changes = []
     for frame in frames:
@@ -185,8 +202,9 @@ def against_bases(
         raise ValueError("against_bases() needs at least one base profile")
     rows: dict[Frame, list[FunctionChange]] = {}
     odds: dict[Frame, list[float]] = {}
+    new_tally = _tally(new, by)  # once, not once per base
     for base in bases:
-        for row in compare(base, new, by, alpha).changes:
+        for row in _compare(_tally(base, by), new_tally, by, alpha).changes:
             rows.setdefault(row.frame, []).append(row)
             rest = base.sample_count - row.base_samples
             odds.setdefault(row.frame, []).append((row.base_samples + 0.5) / (rest + 0.5))

@@ -433,9 +433,7 @@ class Profile:
     ) -> _diff.ProfileDiff:
         """How each function's share of the samples changed from `base` to this profile, the largest change
         first, each marked significant or not (a two-proportion z-test, Bonferroni over the functions; see
-        wasmtime_gp.diff)."""
-        if by not in ("self", "total"):
-            raise ValueError(f'by must be "self" or "total", not {by!r}')
+        wasmtime_gp.diff; `by` is checked by `top`)."""
         return _diff.compare(base, self, by, alpha)
 
     @property
