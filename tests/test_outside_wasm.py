@@ -115,9 +115,12 @@ def test_an_unwrapped_host_function_is_outside_wasm_by_its_share(sleeps):
     # The time from a call's entry to the first tick in it is no stretch's (the sample is due at that tick):
     # half an interval per call, on average.
     low = 0.75 * kept_up * (at_least / profiler.interval - calls / 2) - 5
-    # Each call's way in and out through ctypes is outside wasm too, and a stretch may take the tick just
-    # before it: half an interval per call, on average.
-    high = (guest.waited + descheduled) / profiler.interval + calls / 2 + 10
+    # Each call's way in and out through ctypes is outside wasm too (about 20 us of CPU here), and a stretch
+    # takes the tick just before its check: up to an interval per call. Half on average, if ticks fell at
+    # random; but time.sleep() may end anywhere in the thread's timer slack (50 us), and the kernel ends it
+    # with the ticker's next timer: 2.5 to 28 samples above the time waited in 18 runs with a busy loop
+    # beside, -7 to +8 in 4 with the guest thread's timer slack set to 1 ns.
+    high = (guest.waited + descheduled) / profiler.interval + calls + 10
     assert low < outside_samples < high, (outside_samples, low, high, on, off)
     # Sleeping is off a CPU (a stretch that waited is split by its CPU time); computing is on one (a stretch
     # that did not wait counts its CPU time only, whatever the load).
@@ -144,7 +147,11 @@ def test_pure_wasm_stays_in_wasm(spins_for):
     on, off = outside_share(profile)
     assert profile.sample_count > 100
     stretches = [m for m in data["threads"][0]["markers"]["data"] if isinstance(m, dict)]
-    assert on + off < 0.01, (on, off, profile.sample_count, stretches)
+    # Not 0 on a VM: now and then the thread's clock is charged 10-50 us between a tick and the guest's next
+    # epoch check, with no context switch (most likely an interrupt on its CPU: this kernel charges them to
+    # the running thread), which looks like host code. Measured here with 2 busy loops and a second run
+    # beside: 0 to 0.5 % of the samples, one each (a few of 100-400 us); 1.8 % once in a CI cell (11-14 us).
+    assert on + off < 0.05, (on, off, profile.sample_count, stretches)
 
 
 def test_time_before_a_call_is_never_outside_wasm(spins_for):
@@ -264,7 +271,10 @@ def test_a_real_program_blocked_on_its_input_is_off_cpu(tmp_path):
     # Blocked in fd_read is no longer fread's or ferror's: what is left is their own time and reads that did
     # not wait (the page cache held the next bytes).
     blamed = {row.frame.function: row.self_percent for row in profile.top(50) if row.frame.is_wasm}
-    assert blamed.get("ferror", 0) < 5 and blamed.get("fread", 0) < 5, profile.top(8)
+    # Before, fread had most of the blocked time (off > 0.5 of the samples). Left to it: 0.0-0.1 % with
+    # Wasmtime 50, quiet or with 2 busy loops and a second run beside; with Wasmtime 39 (its stdin reads
+    # more often return without waiting) 2.8-3.0 % quiet, 3.2-6.6 % so loaded, 6.1 % once in a CI cell.
+    assert blamed.get("ferror", 0) < 10 and blamed.get("fread", 0) < 10, profile.top(8)
     assert "outside wasm:" in report
 
 
