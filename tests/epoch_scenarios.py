@@ -79,7 +79,8 @@ class Embedder:
         until it traps.
 
         "ticks": the embedder's ticks from setting the deadline to the trap; "late": its ticks after both the
-        deadline and the start of this run (a deadline set earlier may have passed before the call).
+        deadline and the start of this run (a deadline set earlier may have passed before the call: then
+        "passed_before_call", and the call traps at its first epoch check).
         """
         if set_at is None:
             set_at = self.set_deadline(store, deadline)
@@ -95,6 +96,7 @@ class Embedder:
                 "ticks": ticks - set_at,
                 "late": ticks - max(run_at, set_at + deadline),
                 "seconds": ended - started,
+                "passed_before_call": run_at >= set_at + deadline,
             }
         raise AssertionError("spin returned")
 

@@ -59,8 +59,9 @@ def assert_embedder_trap(result: dict[str, Any], deadline: int = DEADLINE) -> No
 def test_the_profiled_stores_deadline_fires_on_the_embedders_tick(interval, when):
     result = scenario("profiled", interval=interval, deadline=DEADLINE, when=when)
     assert_embedder_trap(result)
-    # It was sampled meanwhile (how many depends on the CPUs the ticker got: test_sampling bounds that).
-    assert result["samples"] > 0 or result["seconds"] < interval, result
+    # It was sampled meanwhile (how many depends on the CPUs the ticker got: test_sampling bounds that),
+    # unless it trapped at once: on a loaded machine, making the profiler can outlast a deadline set before.
+    assert result["samples"] > 0 or result["seconds"] < interval or result["passed_before_call"], result
     # As in Wasmtime, a passed deadline stays passed: the next call traps at once.
     assert result["again_error"] == result["error"] and result["again_late"] <= 5, result
 
