@@ -45,11 +45,13 @@ def test_call_tree_nests_and_counts(chain, spins_for):
     assert outer.frame == OUTER and outer.total == tree.total
     (middle,) = outer.sorted_children()
     inner = middle.children[INNER]
-    # Only wasm, bar a rare `[outside wasm]` stretch on a loaded machine (test_outside_wasm bounds their share
-    # over a longer run; one stretch may stand for a few intervals, which weighs more in this short one).
+    # Only wasm, bar `[outside wasm]` stretches a loaded machine gives a pure-wasm guest, under `inner` too
+    # (test_outside_wasm bounds their share; with the whole suite beside a busy loop per core, up to a
+    # quarter of this short run: docs/performance.md "Time outside wasm").
     outside = sum(child.total for child in inner.children.values() if child.frame and child.frame.is_outside)
-    assert inner.self + outside == inner.total > 0.8 * tree.total
-    assert outside <= 0.05 * tree.total
+    markers = json.loads(profiler.profile_json())["threads"][0]["markers"]["data"]
+    counts = (inner.self, outside, inner.total, tree.total, [m for m in markers if isinstance(m, dict)])
+    assert inner.self + outside == inner.total > 0.8 * tree.total, counts
     assert sum(node.total for node in outer.children.values()) + outer.self == outer.total
 
 
