@@ -179,18 +179,19 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     except BaseException:
         _record(item)  # a failing test's profile is listed too; its budget is moot
         raise
-    profiles = _record(item)
+    merged = _record(item)
     for marker in item.iter_markers("wasm_budget"):
-        _check_budget(marker, profiles)
+        _check_budget(marker, merged)
     baseline = item.config.stash[_baseline]
-    if baseline is not None and profiles:
-        baseline.check(item, _merged(profiles))
+    if baseline is not None and merged is not None:
+        baseline.check(item, merged)
     return result
 
 
-def _record(item: pytest.Item) -> list[Profile]:
+def _record(item: pytest.Item) -> Profile | None:
     """Finish the test's profiles (a profile the test finished itself gives the same bytes), write them with
-    --wasm-profile, and pass what the summary needs on in a user property (xdist carries those)."""
+    --wasm-profile, and pass what the summary needs on in a user property (xdist carries those). Return them
+    as one profile (None: the test took none)."""
     from wasmtime_gp import Profile
     from wasmtime_gp._files import atomic_write
 
@@ -204,17 +205,16 @@ def _record(item: pytest.Item) -> list[Profile]:
             paths.append(atomic_write(directory / f"{_file_stem(item.nodeid)}{suffix}.json", profile))
     profiles = [Profile.from_bytes(profile) for profile in data]
     if not profiles:
-        return profiles
-    samples = sum(profile.sample_count for profile in profiles)
+        return None
     merged = _merged(profiles)
     info = {
         "nodeid": item.nodeid,
         "paths": [str(path) for path in paths],
-        "samples": samples,
+        "samples": merged.sample_count,
         "top": [[row.frame.function, round(row.self_percent, 1)] for row in merged.top(SUMMARY_FUNCTIONS)],
     }
     item.user_properties.append((PROPERTY, json.dumps(info)))
-    return profiles
+    return merged
 
 
 def _merged(profiles: list[Profile]) -> Profile:
@@ -225,7 +225,7 @@ def _merged(profiles: list[Profile]) -> Profile:
     return Profile(first.name, first.interval, first.start_time, sum(p.duration for p in profiles), samples)
 
 
-def _check_budget(marker: pytest.Mark, profiles: list[Profile]) -> None:
+def _check_budget(marker: pytest.Mark, profile: Profile | None) -> None:
     try:
         function, max_percent = _budget_arguments(*marker.args, **marker.kwargs)
     except TypeError as exc:
@@ -233,11 +233,10 @@ def _check_budget(marker: pytest.Mark, profiles: list[Profile]) -> None:
     by = marker.kwargs.get("by", "total")
     if by not in ("self", "total"):
         raise pytest.UsageError(f'wasm_budget: by must be "self" or "total", not {by!r}')
-    if not profiles:
+    if profile is None:
         pytest.fail(
             "wasm_budget: the test took no profile (profile the guest with the wasm_profiler fixture)"
         )
-    profile = _merged(profiles)
     rows = profile.top(len(profile.samples) or 1, by=by)
     percent = sum(getattr(row, f"{by}_percent") for row in rows if row.frame.function == function)
     if percent > max_percent:
