@@ -78,17 +78,14 @@ def main() -> None:
     env = dict(os.environ, GATE_SLOWDOWN="0")
     if args.minigzip:
         env["GATE_MINIGZIP"] = str(Path(args.minigzip).resolve())
-    extra = args.pytest_args.split()
+    extra = [*args.pytest_args.split(), f"--wasm-profile-baseline-runs={args.baseline_runs}"]
     hogs = [
         subprocess.Popen([sys.executable, "-c", "while True: pass"])
         for _ in range(os.cpu_count() or 1 if args.hog else 0)
     ]
     try:
         for k in range(args.baseline_runs):
-            run_suite(
-                directory, f"stored{k}", env, extra + [f"--wasm-profile-baseline-runs={args.baseline_runs}"]
-            )
-        extra.append(f"--wasm-profile-baseline-runs={args.baseline_runs}")
+            run_suite(directory, f"stored{k}", env, extra)
         print(f"baseline stored in {directory / 'baseline'}; {'with' if args.hog else 'no'} hog")
         growths: dict[str, list[tuple[Growth, Growth]]] = {}
         false_alarms = 0
